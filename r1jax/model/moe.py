@@ -1,0 +1,226 @@
+"""DeepSeekMoE: fp32 router, group-limited top-k, shared experts, and interchangeable expert dispatch.
+
+Routing (DeepSeek-V3 section 2.1.2; HF DeepseekV3TopkRouter; see notes/checkpoint_numerics.md 1.6):
+  scores = sigmoid(x W_r) in fp32 (or softmax for Qwen3-MoE / Mixtral);
+  choice = scores + e_score_correction_bias (selection only: the bias never weights an expert);
+  group-limited: keep the `topk_group` groups with the largest top-2 sum, zero the others (HF masks with 0.0);
+  top-k of choice -> weights gathered from the *unbiased* scores -> normalise (+1e-20) -> x routed_scaling_factor.
+  y = sum_k w_k Expert_k(x) + SharedExperts(x)   (shared experts unweighted).
+
+Dispatch (`expert_mlp`), chosen by ModelConfig.moe_impl, all equal when nothing is dropped:
+  "dense"   every expert on every token, combined with the routing weights: the test oracle, cost ~ E.
+  "sorted"  tokens sorted by expert. capacity_factor == 0 (dropless): each expert's rows are padded to a
+            multiple of a block size and every block runs one batched einsum against its expert's weights
+            (cost ~ k * tokens, plus at most one partial block per expert). capacity_factor > 0: a per-expert
+            buffer [E, C, D] with C = ceil(cf * k * T / E) and one batched einsum; tokens over capacity drop.
+  "ragged"  jax.lax.ragged_dot grouped matmuls (fast where the backend has a grouped-matmul kernel; on CPU
+            XLA lowers it to work linear in E, see notes/jax_stack_on_cpu.md 2c).
+Padding tokens (token_mask == 0) are sent to a null expert by the sparse paths and never computed.
+"""
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from r1jax.model.config import ModelConfig
+from r1jax.model.layers import MLP, constrain, param
+
+
+# ---------------------------------------------------------------------------------------------- routing
+def route(x_td: jax.Array, router_de: jax.Array, bias_e: jax.Array | None, cfg: ModelConfig):
+  """Chooses experts per token.
+
+  Returns:
+    idx_tk: int32[T, k] chosen experts; weights_tk: f32[T, k] routing weights; scores_te: f32[T, E]
+    (sigmoid or softmax scores, unbiased; used by the sequence-wise balance loss).
+  """
+  e, k, ng = cfg.n_routed_experts, cfg.num_experts_per_tok, cfg.n_group
+  logits = jnp.einsum("TD,DE->TE", x_td.astype(jnp.float32), router_de.astype(jnp.float32))
+  scores = jax.nn.sigmoid(logits) if cfg.scoring_func == "sigmoid" else jax.nn.softmax(logits, axis=-1)
+  choice = scores if bias_e is None else scores + bias_e.astype(jnp.float32)[None]
+  if ng > 1:
+    per = e // ng
+    grouped = choice.reshape(-1, ng, per)
+    group_score = jax.lax.top_k(grouped, min(2, per))[0].sum(-1)          # [T, ng]
+    _, keep = jax.lax.top_k(group_score, cfg.topk_group)                  # [T, topk_group]
+    group_mask = jnp.zeros_like(group_score).at[jnp.arange(group_score.shape[0])[:, None], keep].set(1.0)
+    choice = jnp.where(jnp.repeat(group_mask, per, axis=-1) > 0, choice, 0.0)
+  _, idx = jax.lax.top_k(choice, k)
+  weights = jnp.take_along_axis(scores, idx, axis=-1)
+  if cfg.norm_topk_prob:
+    weights = weights / (weights.sum(-1, keepdims=True) + 1e-20)
+  return idx.astype(jnp.int32), weights * cfg.routed_scaling_factor, scores
+
+
+def expert_counts(idx_tk: jax.Array, token_mask_t: jax.Array, num_experts: int) -> jax.Array:
+  """f32[E]: real (unmasked) token-slots routed to each expert."""
+  w = jnp.broadcast_to(token_mask_t.astype(jnp.float32)[:, None], idx_tk.shape)
+  return jnp.zeros((num_experts,), jnp.float32).at[idx_tk.reshape(-1)].add(w.reshape(-1))
+
+
+def update_router_bias(bias_e: jax.Array, counts_e: jax.Array, rate: float) -> jax.Array:
+  """Auxiliary-loss-free balancing (DeepSeek-V3 eq. 16 ff.): bias += rate * sign(mean_load - load).
+
+  Overloaded experts become less likely to be chosen, underloaded ones more; no gradient is involved.
+  """
+  counts = counts_e.astype(jnp.float32)
+  return (bias_e.astype(jnp.float32) + rate * jnp.sign(counts.mean(-1, keepdims=True) - counts)).astype(bias_e.dtype)
+
+
+def sequence_balance_loss(scores_bte: jax.Array, idx_btk: jax.Array, mask_bt: jax.Array) -> jax.Array:
+  """DeepSeek-V3's complementary sequence-wise balance loss, without its alpha: mean over sequences of
+  sum_i f_i P_i, f_i = E/(k T) * #{t: i in topk_t}, P_i = mean_t s_it / sum_j s_jt (T = real tokens)."""
+  e, k = scores_bte.shape[-1], idx_btk.shape[-1]
+  m = mask_bt.astype(jnp.float32)
+  n_tok = jnp.maximum(m.sum(-1), 1.0)                                       # [B]
+  sel = jax.nn.one_hot(idx_btk, e, dtype=jnp.float32).sum(-2) * m[..., None]   # [B, T, E]
+  f = sel.sum(1) * e / (k * n_tok[:, None])
+  s = scores_bte / (scores_bte.sum(-1, keepdims=True) + 1e-20)
+  p = (s * m[..., None]).sum(1) / n_tok[:, None]
+  return (f * p).sum(-1).mean()
+
+
+# ---------------------------------------------------------------------------------------------- dispatch
+def _swiglu(x, wg, wu, wd, spec_in, spec_h):
+  h = jax.nn.silu(jnp.einsum(spec_in, x, wg)) * jnp.einsum(spec_in, x, wu)
+  return jnp.einsum(spec_h, h, wd)
+
+
+def _dense(x_td, idx_tk, w_tk, token_mask_t, wg, wu, wd):
+  t, e = x_td.shape[0], wg.shape[0]
+  combine_te = jnp.zeros((t, e), jnp.float32).at[jnp.arange(t)[:, None], idx_tk].add(w_tk)
+  combine_te = combine_te * token_mask_t.astype(jnp.float32)[:, None]
+  y_ted = _swiglu(x_td, wg, wu, wd, "TD,EDF->TEF", "TEF,EFD->TED")
+  return jnp.einsum("TED,TE->TD", y_ted.astype(jnp.float32), combine_te)
+
+
+def _sort(idx_tk, token_mask_t, e):
+  """Sorts token-slots by expert; padding goes to a null expert `e` at the end."""
+  t, k = idx_tk.shape
+  e_flat = jnp.where(token_mask_t[:, None] > 0, idx_tk, e).reshape(-1)
+  order = jnp.argsort(e_flat, stable=True)
+  e_sorted = e_flat[order]
+  counts = jnp.zeros((e + 1,), jnp.int32).at[e_flat].add(1)
+  start = jnp.cumsum(counts) - counts
+  rank = jnp.arange(t * k, dtype=jnp.int32) - start[e_sorted]              # position within its expert
+  return order, e_sorted, counts[:e], rank
+
+
+def auto_block_size(num_rows: int, num_experts: int) -> int:
+  """Rows per block for dropless sorted dispatch: about a quarter of a balanced expert's load (so the
+  padding of partial blocks costs ~12% on average), a power of two in [8, 256]."""
+  target = max(1, num_rows // (4 * num_experts))
+  return int(min(256, max(8, 2 ** int(math.floor(math.log2(target))))))
+
+
+def _sorted_dropless(x_td, idx_tk, w_tk, token_mask_t, wg, wu, wd, block):
+  t, k = idx_tk.shape
+  e, d = wg.shape[0], x_td.shape[1]
+  order, e_sorted, counts, rank = _sort(idx_tk, token_mask_t, e)
+  padded = (counts + block - 1) // block * block
+  pend = jnp.cumsum(padded)
+  pstart = jnp.concatenate([pend - padded, pend[-1:]])                      # null expert starts past the end
+  rows = -(-(t * k + e * (block - 1)) // block) * block                     # static bound on padded rows
+  dst = jnp.where(e_sorted < e, pstart[e_sorted] + rank, rows)              # `rows` = out of bounds: dropped
+  x_rows = jnp.zeros((rows, d), x_td.dtype).at[dst].set(x_td[order // k], mode="drop")
+  nb = rows // block
+  block_expert = jnp.minimum(jnp.searchsorted(pend, jnp.arange(nb) * block, side="right"), e - 1)
+  y_blocks = _swiglu(x_rows.reshape(nb, block, d), wg[block_expert], wu[block_expert], wd[block_expert],
+                     "NBD,NDF->NBF", "NBF,NFD->NBD")
+  y_sorted = y_blocks.reshape(rows, d).at[dst].get(mode="fill", fill_value=0)
+  return _combine(y_sorted, order, w_tk)
+
+
+def _sorted_capacity(x_td, idx_tk, w_tk, token_mask_t, wg, wu, wd, capacity):
+  t, k = idx_tk.shape
+  e, d = wg.shape[0], x_td.shape[1]
+  order, e_sorted, counts, rank = _sort(idx_tk, token_mask_t, e)
+  keep = (e_sorted < e) & (rank < capacity)
+  dst = jnp.where(keep, e_sorted * capacity + rank, e * capacity)
+  buf = jnp.zeros((e * capacity, d), x_td.dtype).at[dst].set(x_td[order // k], mode="drop")
+  buf = constrain(buf.reshape(e, capacity, d), ("expert", None, "act_embed"))
+  y_buf = _swiglu(buf, wg, wu, wd, "ECD,EDF->ECF", "ECF,EFD->ECD")
+  y_sorted = y_buf.reshape(e * capacity, d).at[dst].get(mode="fill", fill_value=0)
+  dropped = jnp.sum((e_sorted < e) & ~keep) / jnp.maximum(jnp.sum(e_sorted < e), 1)
+  return _combine(y_sorted, order, w_tk), dropped
+
+
+def _ragged(x_td, idx_tk, w_tk, token_mask_t, wg, wu, wd):
+  k, e = idx_tk.shape[1], wg.shape[0]
+  order, _, counts, _ = _sort(idx_tk, token_mask_t, e)
+  x_sorted = x_td[order // k]                                               # padding rows last, outside groups
+  h = jax.nn.silu(jax.lax.ragged_dot(x_sorted, wg, counts)) * jax.lax.ragged_dot(x_sorted, wu, counts)
+  y_sorted = jax.lax.ragged_dot(h, wd, counts)
+  y_sorted = jnp.where((jnp.arange(x_sorted.shape[0]) < counts.sum())[:, None], y_sorted, 0)
+  return _combine(y_sorted, order, w_tk)
+
+
+def _combine(y_sorted, order, w_tk):
+  """Un-sorts expert outputs back to [T, k, D] and sums them with the routing weights in fp32."""
+  t, k = w_tk.shape
+  y_flat = jnp.zeros_like(y_sorted).at[order].set(y_sorted)
+  return jnp.einsum("TKD,TK->TD", y_flat.reshape(t, k, -1).astype(jnp.float32), w_tk)
+
+
+def expert_mlp(x_td, idx_tk, w_tk, token_mask_t, wg_edf, wu_edf, wd_efd, *, impl: str,
+               capacity_factor: float = 0.0, block_size: int = 0):
+  """Routed-expert SwiGLU: y_t = sum_k w_tk Expert_{idx_tk}(x_t).
+
+  Returns:
+    (y f32[T, D], dropped fraction f32[]) — dropped is 0 unless impl="sorted" with capacity_factor > 0.
+  """
+  t, k = idx_tk.shape
+  e = wg_edf.shape[0]
+  zero = jnp.zeros((), jnp.float32)
+  if impl == "dense":
+    return _dense(x_td, idx_tk, w_tk, token_mask_t, wg_edf, wu_edf, wd_efd), zero
+  if impl == "ragged":
+    return _ragged(x_td, idx_tk, w_tk, token_mask_t, wg_edf, wu_edf, wd_efd), zero
+  if impl != "sorted":
+    raise ValueError(f"unknown moe impl {impl!r}")
+  if capacity_factor > 0:
+    capacity = max(1, math.ceil(capacity_factor * t * k / e))
+    return _sorted_capacity(x_td, idx_tk, w_tk, token_mask_t, wg_edf, wu_edf, wd_efd, capacity)
+  block = block_size or auto_block_size(t * k, e)
+  return _sorted_dropless(x_td, idx_tk, w_tk, token_mask_t, wg_edf, wu_edf, wd_efd, block), zero
+
+
+# ---------------------------------------------------------------------------------------------- layer
+class MoE(nn.Module):
+  """Routed experts + shared experts. Returns (y, aux) with aux = expert counts, balance loss, drops."""
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_btd: jax.Array, token_mask_bt: jax.Array):
+    cfg, dt = self.cfg, self.cfg.jnp_dtype
+    b, t, d = x_btd.shape
+    e, f = cfg.n_routed_experts, cfg.moe_intermediate_size
+    router = param(self, "gate", (d, e), ("embed", None), cfg)
+    bias = None
+    if cfg.use_routing_bias:
+      # Outside "params": gradients, the optimizer and weight decay never touch it (r1jax.model.moe
+      # .update_router_bias moves it). Kept in fp32, as HF does.
+      bias = self.variable("router_bias", "e_score_correction_bias",
+                           lambda: nn.LogicallyPartitioned(jnp.zeros((e,), jnp.float32), (None,))).value
+      bias = nn.meta.unbox(bias)
+    wg = param(self, "gate_proj", (e, d, f), ("expert", "embed", "expert_mlp"), cfg).astype(dt)
+    wu = param(self, "up_proj", (e, d, f), ("expert", "embed", "expert_mlp"), cfg).astype(dt)
+    wd = param(self, "down_proj", (e, f, d), ("expert", "expert_mlp", "embed"), cfg).astype(dt)
+
+    x_td = x_btd.reshape(b * t, d)
+    mask_t = token_mask_bt.reshape(b * t)
+    idx, w, scores = route(x_td, router, bias, cfg)
+    y, dropped = expert_mlp(x_td, idx, w, mask_t, wg, wu, wd, impl=cfg.moe_impl,
+                            capacity_factor=cfg.capacity_factor, block_size=cfg.moe_block_size)
+    y = y.astype(dt).reshape(b, t, d)
+    if cfg.n_shared_experts:
+      y = y + MLP(cfg, f * cfg.n_shared_experts, name="shared_experts")(x_btd)
+    aux = {
+        "expert_counts": expert_counts(idx, mask_t, e),
+        "balance_loss": sequence_balance_loss(scores.reshape(b, t, e), idx.reshape(b, t, -1), token_mask_bt),
+        "dropped_fraction": dropped,
+    }
+    return y, aux

@@ -1,0 +1,184 @@
+"""The decoder: embeddings -> N x (attention, dense MLP or MoE) -> norm -> logits, used functionally.
+
+    params = init_params(cfg, jax.random.key(0))
+    logits = forward(cfg, params, tokens, attention_mask=None, positions=None)   # f32[B, T, V]
+
+`params` is the model's variables: {"params": trainable arrays, "router_bias": MoE selection biases}
+("router_bias" exists only for MoE models with use_routing_bias). Train with gradients of
+params["params"]; move params["router_bias"] with `update_router_bias`.
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from r1jax.model.attention import GQA, MLA
+from r1jax.model.config import ModelConfig
+from r1jax.model.layers import MLP, RMSNorm, constrain, param
+from r1jax.model.moe import MoE
+from r1jax.sharding.mesh import logical_to_sharding, mesh_rules
+
+
+class ModelOutput(NamedTuple):
+  logits: jax.Array        # f32[B, T, V] (or [B, 1, V] with last_only)
+  aux: dict                # per MoE layer: expert_counts f32[L, E], balance_loss f32[L], dropped_fraction f32[L]
+  cache: Any               # the updated cache, or None
+
+
+class DecoderLayer(nn.Module):
+  cfg: ModelConfig
+  moe: bool
+
+  @nn.compact
+  def __call__(self, x, positions, mask_b1ts, token_mask, cache, cache_index):
+    cfg = self.cfg
+    attn_cls = MLA if cfg.attention == "mla" else GQA
+    h, new_cache = attn_cls(cfg, name="self_attn")(
+        RMSNorm(cfg, name="input_layernorm")(x), positions, mask_b1ts, cache, cache_index)
+    x = constrain(x + h, ("batch", "seq", "act_embed"))
+    y = RMSNorm(cfg, name="post_attention_layernorm")(x)
+    if self.moe:
+      y, aux = MoE(cfg, name="mlp")(y, token_mask)
+    else:
+      y, aux = MLP(cfg, cfg.intermediate_size, name="mlp")(y), None
+    return constrain(x + y, ("batch", "seq", "act_embed")), aux, new_cache
+
+
+_REMAT_POLICIES = {
+    "full": None,
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+class Transformer(nn.Module):
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, tokens_bt, positions_bt, mask_b1ts, token_mask_bt, cache=None, last_only=False):
+    cfg, dt = self.cfg, self.cfg.jnp_dtype
+    embed = param(self, "embed_tokens", (cfg.vocab_size, cfg.hidden_size), ("vocab", "embed"), cfg)
+    x = constrain(jnp.take(embed, tokens_bt, axis=0).astype(dt), ("batch", "seq", "act_embed"))
+
+    layer_cls = DecoderLayer
+    if cfg.remat != "none" and cache is None:
+      layer_cls = nn.remat(DecoderLayer, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=True)
+    auxes, new_layers = [], []
+    index = None if cache is None else cache["index"]
+    for i in range(cfg.num_hidden_layers):
+      layer_cache = None if cache is None else cache["layers"][i]
+      x, aux, new_layer_cache = layer_cls(cfg, cfg.is_moe_layer(i), name=f"layers_{i}")(
+          x, positions_bt, mask_b1ts, token_mask_bt, layer_cache, index)
+      new_layers.append(new_layer_cache)
+      if aux is not None:
+        auxes.append(aux)
+
+    if last_only:
+      x = x[:, -1:]
+    x = RMSNorm(cfg, name="norm")(x)
+    if cfg.tie_word_embeddings:
+      logits = jnp.einsum("BTD,VD->BTV", x, embed.astype(dt), preferred_element_type=jnp.float32)
+    else:
+      head = param(self, "lm_head", (cfg.hidden_size, cfg.vocab_size), ("embed", "vocab"), cfg).astype(dt)
+      logits = jnp.einsum("BTD,DV->BTV", x, head, preferred_element_type=jnp.float32)
+    aux = jax.tree.map(lambda *xs: jnp.stack(xs), *auxes) if auxes else {}
+    return logits.astype(jnp.float32), aux, new_layers
+
+
+# -------------------------------------------------------------------------------------------- masks
+def default_positions(attention_mask_bt: jax.Array) -> jax.Array:
+  """Running count of real tokens (0 for the first real token; left padding gets 0)."""
+  return jnp.maximum(jnp.cumsum(attention_mask_bt.astype(jnp.int32), axis=-1) - 1, 0)
+
+
+def attention_mask_b1ts(token_mask_bt: jax.Array, segment_ids_bt: jax.Array | None = None) -> jax.Array:
+  """Causal, key-padding and (for packed sequences) same-segment mask, bool[B, 1, T, T]."""
+  t = token_mask_bt.shape[1]
+  mask = jnp.tril(jnp.ones((t, t), bool))[None] & (token_mask_bt[:, None, :] > 0)
+  if segment_ids_bt is not None:
+    mask = mask & (segment_ids_bt[:, :, None] == segment_ids_bt[:, None, :])
+  return mask[:, None]
+
+
+# -------------------------------------------------------------------------------------------- API
+def _check_tokens(cfg: ModelConfig, tokens) -> None:
+  if tokens.ndim != 2:
+    raise ValueError(f"tokens must be [batch, time], got shape {tokens.shape}")
+  if not jnp.issubdtype(tokens.dtype, jnp.integer):
+    raise ValueError(f"tokens must be integers, got {tokens.dtype}")
+
+
+def apply_model(cfg: ModelConfig, params, tokens, *, attention_mask=None, positions=None, segment_ids=None,
+                cache=None, last_only: bool = False) -> ModelOutput:
+  """Runs the decoder and returns logits, MoE statistics and (when given a cache) the updated cache.
+
+  Args:
+    cfg: the architecture.
+    params: variables from `init_params` (or r1jax.hf.load).
+    tokens: int[B, T].
+    attention_mask: int/bool[B, T], 1 = real token (left or right padding); None = all real.
+    positions: int[B, T]; None = running count of real tokens (with a cache: continues from the cache).
+    segment_ids: int[B, T] for packed sequences: tokens attend only within their segment (no cache).
+    cache: from `init_cache` / a previous call. New keys are written at cache["index"]; queries attend to
+      every valid cached slot up to their own.
+    last_only: compute logits for the last position only (prefill / decode).
+  """
+  _check_tokens(cfg, tokens)
+  b, t = tokens.shape
+  token_mask = jnp.ones((b, t), jnp.int32) if attention_mask is None else attention_mask.astype(jnp.int32)
+  if cache is None:
+    if positions is None:
+      positions = default_positions(token_mask)
+    mask = attention_mask_b1ts(token_mask, segment_ids)
+  else:
+    if segment_ids is not None:
+      raise ValueError("segment_ids (packing) cannot be combined with a KV cache")
+    index = cache["index"]
+    key_mask = jax.lax.dynamic_update_slice(cache["key_mask"], token_mask > 0, (0, index))
+    if positions is None:
+      seen = jnp.sum(cache["key_mask"], axis=-1, dtype=jnp.int32)[:, None]
+      positions = seen + jnp.maximum(jnp.cumsum(token_mask, axis=-1) - 1, 0)
+    slots = jnp.arange(key_mask.shape[1])
+    causal = slots[None, :] <= (index + jnp.arange(t))[:, None]                # [T, L]
+    mask = (causal[None] & key_mask[:, None, :])[:, None]
+  logits, aux, layers = Transformer(cfg).apply(params, tokens, positions, mask, token_mask, cache, last_only)
+  new_cache = None
+  if cache is not None:
+    new_cache = {"layers": layers, "key_mask": key_mask, "index": cache["index"] + t}
+  return ModelOutput(logits, aux, new_cache)
+
+
+def forward(cfg: ModelConfig, params, tokens, attention_mask=None, positions=None, *, segment_ids=None):
+  """Logits f32[B, T, V] of the decoder (see apply_model for the arguments)."""
+  return apply_model(cfg, params, tokens, attention_mask=attention_mask, positions=positions,
+                     segment_ids=segment_ids).logits
+
+
+def _init_variables(cfg: ModelConfig, key):
+  tokens = jnp.zeros((1, 4), jnp.int32)
+  mask = jnp.ones((1, 4), jnp.int32)
+  return Transformer(cfg).init(key, tokens, default_positions(mask), attention_mask_b1ts(mask), mask)
+
+
+def param_specs(cfg: ModelConfig):
+  """Logical PartitionSpecs of the variables (same tree as init_params)."""
+  return nn.get_partition_spec(jax.eval_shape(lambda k: _init_variables(cfg, k), jax.random.key(0)))
+
+
+def param_shardings(cfg: ModelConfig, mesh, rules="fsdp_tp"):
+  """NamedShardings of the variables on `mesh` under the rules table."""
+  return logical_to_sharding(param_specs(cfg), mesh, rules)
+
+
+def init_params(cfg: ModelConfig, key, *, mesh=None, rules="fsdp_tp"):
+  """Random variables {"params": ..., ["router_bias": ...]} as plain arrays.
+
+  With a mesh, each array is created directly in its sharding (experts split on `expert`, ...).
+  """
+  init = lambda k: nn.meta.unbox(_init_variables(cfg, k))
+  if mesh is None:
+    return jax.jit(init)(key)
+  with mesh_rules(mesh, rules):
+    return jax.jit(init, out_shardings=param_shardings(cfg, mesh, rules))(key)

@@ -1,0 +1,32 @@
+"""r1jax: the DeepSeek-R1 recipe in JAX.  pip install -e ".[test]" """
+import setuptools
+
+# Tested together on CPU (jax 0.10.2) and kept compatible with jax 0.11.x as found on GPU images.
+CORE = [
+    "jax>=0.10.2,<0.12",
+    "flax>=0.12.8,<0.14",
+    "optax>=0.2.8,<0.3",
+    "orbax-checkpoint>=0.12.8,<0.14",
+    "grain>=0.2.18,<0.3",
+    "sentencepiece>=0.2.0,<0.3",
+    "ml-collections>=1.1.0,<2",
+    "absl-py>=2.0",
+    "numpy>=1.26",
+    # LaTeX answer equivalence for MATH-style rewards (bounded by a process-pool deadline in r1jax.rewards).
+    "math-verify[antlr4_13_2]>=0.7",
+]
+
+setuptools.setup(
+    name="r1jax",
+    version="0.1.0",
+    description="DeepSeek-R1 in JAX: DeepSeek-V3-style MoE, GRPO with rule rewards, R1 pipeline, distillation.",
+    packages=setuptools.find_packages(include=["r1jax", "r1jax.*"]),
+    python_requires=">=3.10",
+    install_requires=CORE,
+    extras_require={
+        "test": ["pytest>=8", "pytest-xdist>=3", "hypothesis>=6"],
+        # torch: CI installs the CPU wheel (torch==2.13.0) before this extra so pip never pulls a CUDA build.
+        "hf": ["torch>=2.3", "transformers>=4.57", "safetensors>=0.4"],
+        "notebooks": ["jupytext>=1.16", "nbconvert>=7", "ipykernel>=6", "matplotlib>=3.8"],
+    },
+)
