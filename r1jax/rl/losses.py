@@ -1,0 +1,324 @@
+"""GRPO-family policy losses, KL estimators and log-prob helpers: pure functions of arrays.
+
+One function, `grpo_loss`, covers the published variants through string arguments:
+
+  * ratio_level   "token"    PPO/GRPO per-token ratio exp(logp - old_logp) (DeepSeekMath eq. 3).
+                  "sequence" GSPO (arXiv 2507.18071), in its GSPO-token form, see `grpo_loss`.
+  * clipping      epsilon_low / epsilon_high: clip-higher of DAPO (arXiv 2503.14476, eps_high=0.28);
+                  clip_ratio_c: dual-clip for negative advantages (Ye et al. 2020, arXiv 1912.09729;
+                  verl `clip_ratio_c`).
+  * KL            beta * KL(pi_theta || pi_ref) in the loss, estimator k1, k2 or k3 (Schulman 2020,
+                  "Approximating KL divergence"); k3 is DeepSeekMath eq. 4 and R1's choice.
+  * aggregation   how per-token losses become a scalar, see AGGREGATIONS.
+
+Shapes (STYLE.md legend): S = B*G sequences, T completion time steps, V vocab. Padding positions
+(mask False) may hold any finite or non-finite garbage: every masked value is replaced with
+`jnp.where` before it is used, so neither the loss nor its gradient picks up NaN from padding.
+"""
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+# "seq_mean_token_mean":     mean over a sequence's valid tokens, then mean over the S sequences
+#                            (original GRPO, DeepSeekMath eq. 3; verl seq-mean-token-mean;
+#                            TRL "grpo").
+# "token_mean":              sum over all valid tokens / number of valid tokens in the batch
+#                            (DAPO token-level loss; verl token-mean, TRL "bnpo" / local "dapo").
+# "seq_mean_token_sum_norm": sum over a sequence's tokens / max_len, then mean over sequences
+#                            (Dr.GRPO, arXiv 2503.20783: a constant normaliser removes the
+#                            length bias).
+AGGREGATIONS = ("seq_mean_token_mean", "token_mean", "seq_mean_token_sum_norm")
+RATIO_LEVELS = ("token", "sequence")
+
+
+def _k1(log_r):
+  # log_r = ref_logp - logp.  k1 = log(pi/pi_ref): unbiased, high variance, can be negative.
+  return -log_r
+
+
+def _k2(log_r):
+  # k2 = (log r)^2 / 2: biased, low variance, >= 0.
+  return 0.5 * jnp.square(log_r)
+
+
+def _k3(log_r):
+  # k3 = r - log r - 1 with r = pi_ref/pi: unbiased, >= 0, low variance (DeepSeekMath eq. 4).
+  return jnp.expm1(log_r) - log_r
+
+
+KL_ESTIMATORS: dict[str, Callable[[jax.Array], jax.Array]] = {"k1": _k1, "k2": _k2, "k3": _k3}
+
+
+def _is_concrete_number(x) -> bool:
+  return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def kl_penalty(logp_st: jax.Array, ref_logp_st: jax.Array, estimator: str = "k3") -> jax.Array:
+  """Per-token estimate of KL(pi_theta || pi_ref) from the sampled tokens' log-probs.
+
+  With log_r = ref_logp - logp (samples drawn from pi_theta):
+    k1 = -log_r,   k2 = log_r**2 / 2,   k3 = exp(log_r) - log_r - 1.
+
+  Args:
+    logp_st: f32[S, T] log-probs of the sampled tokens under the current policy.
+    ref_logp_st: f32[S, T] log-probs of the same tokens under the reference policy.
+    estimator: "k1", "k2" or "k3".
+
+  Returns:
+    f32[S, T] per-token KL estimates (unmasked).
+  """
+  if estimator not in KL_ESTIMATORS:
+    raise ValueError(f"Unknown kl_estimator {estimator!r}; valid: {sorted(KL_ESTIMATORS)}.")
+  log_r = ref_logp_st.astype(jnp.float32) - logp_st.astype(jnp.float32)
+  return KL_ESTIMATORS[estimator](log_r)
+
+
+def aggregate_loss(
+    loss_st: jax.Array, mask_st: jax.Array, aggregation: str, max_len: int | None = None
+) -> jax.Array:
+  """Reduces per-token losses to a scalar; see AGGREGATIONS for the definitions.
+
+  Sequences with no valid token contribute 0 (and still count in the S of the sequence means,
+  as in TRL and verl), and an all-padding batch gives 0, never NaN.
+
+  Args:
+    loss_st: f32[S, T] per-token losses.
+    mask_st: bool[S, T] valid completion tokens.
+    aggregation: one of AGGREGATIONS.
+    max_len: the constant normaliser of "seq_mean_token_sum_norm" (the generation budget,
+      TRL max_completion_length); required there, ignored otherwise.
+
+  Returns:
+    f32[] loss.
+  """
+  if aggregation not in AGGREGATIONS:
+    raise ValueError(f"Unknown aggregation {aggregation!r}; valid: {AGGREGATIONS}.")
+  valid_st = mask_st.astype(bool)
+  masked_st = jnp.where(valid_st, loss_st, 0.0)
+  if aggregation == "token_mean":
+    return masked_st.sum() / jnp.maximum(valid_st.sum(), 1)
+  if aggregation == "seq_mean_token_mean":
+    n_s = valid_st.sum(axis=-1)
+    return jnp.mean(masked_st.sum(axis=-1) / jnp.maximum(n_s, 1))
+  if max_len is None or max_len <= 0:
+    raise ValueError(
+        f"aggregation='seq_mean_token_sum_norm' (Dr.GRPO) needs max_len > 0, got {max_len}.")
+  return jnp.mean(masked_st.sum(axis=-1) / max_len)
+
+
+def _masked_mean(x_st, valid_st):
+  return jnp.where(valid_st, x_st, 0.0).sum() / jnp.maximum(valid_st.sum(), 1)
+
+
+def grpo_loss(
+    logp_st: jax.Array,
+    old_logp_st: jax.Array,
+    ref_logp_st: jax.Array | None,
+    adv_s: jax.Array,
+    mask_st: jax.Array,
+    *,
+    epsilon_low: float = 0.2,
+    epsilon_high: float = 0.2,
+    beta: float = 0.04,
+    kl_estimator: str = "k3",
+    aggregation: str = "seq_mean_token_mean",
+    ratio_level: str = "token",
+    max_len: int | None = None,
+    clip_ratio_c: float | None = None,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Clipped-surrogate GRPO loss plus beta * KL, with the DAPO / Dr.GRPO / GSPO variants.
+
+  Per token (DeepSeekMath eq. 3, to be minimised):
+    ratio = exp(logp - old_logp)
+    surrogate = min(ratio * A, clip(ratio, 1 - epsilon_low, 1 + epsilon_high) * A)
+    surrogate = max(surrogate, clip_ratio_c * A)  where A < 0, if clip_ratio_c is set (dual-clip)
+    loss_tok = -surrogate + beta * KL_estimator(logp, ref_logp)
+  then `aggregate_loss(loss_tok, mask, aggregation, max_len)`.
+
+  ratio_level="sequence" is GSPO in its GSPO-token form (arXiv 2507.18071):
+    s_i = exp(mean over valid t of (logp - old_logp))      (length-normalised sequence ratio)
+    ratio_{i,t} = sg(s_i) * exp(logp_{i,t} - sg(logp_{i,t}))
+  Every token's ratio has the value s_i, so the clip (and the min) act on the sequence ratio,
+  and with a per-sequence advantage the gradient equals GSPO's sequence-level gradient
+  sg(s_i) * A_i * mean_t grad logp_{i,t} when unclipped. The KL term stays per token.
+
+  Args:
+    logp_st: f32[S, T] log-probs of the sampled tokens under the policy being trained.
+    old_logp_st: f32[S, T] the same under the policy that sampled them (treated as constant).
+    ref_logp_st: f32[S, T] the same under the reference policy, or None when beta == 0.
+    adv_s: f32[S] one advantage per sequence (see r1jax.rl.advantages).
+    mask_st: bool[S, T] (or {0, 1}) valid completion tokens.
+    epsilon_low: lower clip range, ratio >= 1 - epsilon_low.
+    epsilon_high: upper clip range, ratio <= 1 + epsilon_high (DAPO clip-higher: 0.28).
+    beta: KL coefficient (DeepSeekMath 0.04, R1 0.001, TRL default 0).
+    kl_estimator: "k1", "k2" or "k3".
+    aggregation: one of AGGREGATIONS.
+    ratio_level: "token" or "sequence" (GSPO).
+    max_len: normaliser for aggregation="seq_mean_token_sum_norm".
+    clip_ratio_c: dual-clip bound (> 1, verl uses 3.0); None disables it.
+
+  Returns:
+    (loss, metrics): loss f32[], and a dict of f32[] scalars, all masked to valid tokens:
+      loss, pg_loss, kl: loss == pg_loss + beta * kl, both pieces aggregated like the loss
+        (kl is computed whenever ref_logp_st is given, 0 otherwise);
+      clip_frac_low / clip_frac_high: fraction of valid tokens where the low clip (A < 0,
+        ratio < 1 - epsilon_low) or the high clip (A > 0, ratio > 1 + epsilon_high) is active,
+        i.e. the token gets no policy gradient; clip_frac = their sum; clip_frac_dual: fraction
+        where dual-clip is active (A < 0, ratio > clip_ratio_c), 0 when disabled;
+      ratio_mean, ratio_min, ratio_max: of the per-token ratio (1 when no valid token);
+      ppo_kl: mean of old_logp - logp, a k1 estimate of KL(old || current);
+      entropy_proxy: mean of -logp, the sampled-token NLL. It estimates the policy entropy only
+        when the tokens were sampled on-policy from the distribution logp scores; it is not the
+        full-vocabulary entropy (see `token_entropy` for that);
+      adv_mean, adv_std, adv_min, adv_max: over the S sequences;
+      num_tokens: number of valid tokens.
+  """
+  # --- Validation: all arguments but the arrays are static Python values.
+  for name, value in (("epsilon_low", epsilon_low), ("epsilon_high", epsilon_high), ("beta", beta)):
+    if _is_concrete_number(value) and value < 0:
+      raise ValueError(f"{name} must be >= 0, got {value}.")
+  if kl_estimator not in KL_ESTIMATORS:
+    raise ValueError(f"Unknown kl_estimator {kl_estimator!r}; valid: {sorted(KL_ESTIMATORS)}.")
+  if aggregation not in AGGREGATIONS:
+    raise ValueError(f"Unknown aggregation {aggregation!r}; valid: {AGGREGATIONS}.")
+  if ratio_level not in RATIO_LEVELS:
+    raise ValueError(f"Unknown ratio_level {ratio_level!r}; valid: {RATIO_LEVELS}.")
+  if aggregation == "seq_mean_token_sum_norm" and (max_len is None or max_len <= 0):
+    raise ValueError(
+        f"aggregation='seq_mean_token_sum_norm' (Dr.GRPO) needs max_len > 0, got {max_len}.")
+  if clip_ratio_c is not None and clip_ratio_c <= 1.0:
+    raise ValueError(f"clip_ratio_c must be > 1 (dual-clip), got {clip_ratio_c}.")
+  if ref_logp_st is None and not (_is_concrete_number(beta) and beta == 0):
+    raise ValueError(f"ref_logp_st is None but beta={beta}; pass ref log-probs or set beta=0.")
+  if logp_st.ndim != 2:
+    raise ValueError(f"logp must be [S, T], got shape {logp_st.shape}.")
+  others = [("old_logp", old_logp_st), ("mask", mask_st)]
+  if ref_logp_st is not None:
+    others.append(("ref_logp", ref_logp_st))
+  for name, x in others:
+    if x.shape != logp_st.shape:
+      raise ValueError(f"{name} shape {x.shape} != logp shape {logp_st.shape}.")
+  if adv_s.shape != logp_st.shape[:1]:
+    raise ValueError(f"advantages shape {adv_s.shape} != ({logp_st.shape[0]},).")
+
+  valid_st = mask_st.astype(bool)
+  logp_st = logp_st.astype(jnp.float32)
+  old_logp_st = jax.lax.stop_gradient(old_logp_st.astype(jnp.float32))
+  adv_s = jax.lax.stop_gradient(adv_s.astype(jnp.float32))
+  n_s = valid_st.sum(axis=-1)
+
+  # --- Importance ratio.  where() first: padding may hold -inf/NaN, and exp of it must not
+  # reach the loss or the gradient.
+  log_ratio_st = jnp.where(valid_st, logp_st - old_logp_st, 0.0)
+  if ratio_level == "sequence":
+    seq_log_ratio_s = log_ratio_st.sum(axis=-1) / jnp.maximum(n_s, 1)
+    masked_logp_st = jnp.where(valid_st, logp_st, 0.0)
+    log_ratio_st = (jax.lax.stop_gradient(seq_log_ratio_s)[:, None]
+                    + masked_logp_st - jax.lax.stop_gradient(masked_logp_st))
+  ratio_st = jnp.exp(log_ratio_st)
+
+  # --- Clipped surrogate (PPO, Schulman et al. 2017 eq. 7; GRPO keeps it per token).
+  a_st = adv_s[:, None]
+  clipped_ratio_st = jnp.clip(ratio_st, 1.0 - epsilon_low, 1.0 + epsilon_high)
+  surrogate_st = jnp.minimum(ratio_st * a_st, clipped_ratio_st * a_st)
+  if clip_ratio_c is not None:
+    # Dual-clip: for A < 0 the unclipped ratio*A is unbounded below as ratio grows; bound the
+    # surrogate by c*A (verl compute_policy_loss, clip_ratio_c=3).
+    surrogate_st = jnp.where(a_st < 0, jnp.maximum(surrogate_st, clip_ratio_c * a_st), surrogate_st)
+  pg_loss_st = -surrogate_st
+
+  # --- KL to the reference policy, in the loss (GRPO), not in the reward (PPO-RLHF).
+  if ref_logp_st is not None:
+    ref_logp_st = jax.lax.stop_gradient(ref_logp_st.astype(jnp.float32))
+    kl_st = kl_penalty(jnp.where(valid_st, logp_st, 0.0), jnp.where(valid_st, ref_logp_st, 0.0),
+                       kl_estimator)
+  else:
+    kl_st = jnp.zeros_like(logp_st)
+
+  pg_loss = aggregate_loss(pg_loss_st, valid_st, aggregation, max_len)
+  kl = aggregate_loss(kl_st, valid_st, aggregation, max_len)
+  loss = pg_loss + beta * kl
+
+  # --- Metrics.  Clip activity as in TRL: the clip is active (zero gradient) on the low side
+  # only for A < 0 and on the high side only for A > 0.
+  ratio_sg = jax.lax.stop_gradient(ratio_st)
+  low_st = (ratio_sg < 1.0 - epsilon_low) & (a_st < 0) & valid_st
+  high_st = (ratio_sg > 1.0 + epsilon_high) & (a_st > 0) & valid_st
+  if clip_ratio_c is not None:
+    dual_st = (ratio_sg > clip_ratio_c) & (a_st < 0) & valid_st
+  else:
+    dual_st = jnp.zeros_like(valid_st)
+  num_tokens = valid_st.sum()
+  has_tokens = num_tokens > 0
+  frac = lambda b_st: b_st.sum() / jnp.maximum(num_tokens, 1)
+  clip_frac_low, clip_frac_high = frac(low_st), frac(high_st)
+  logp_sg = jax.lax.stop_gradient(logp_st)
+  metrics = {
+      "loss": loss,
+      "pg_loss": pg_loss,
+      "kl": kl,
+      "clip_frac_low": clip_frac_low,
+      "clip_frac_high": clip_frac_high,
+      "clip_frac": clip_frac_low + clip_frac_high,
+      "clip_frac_dual": frac(dual_st),
+      "ratio_mean": jnp.where(has_tokens, _masked_mean(ratio_sg, valid_st), 1.0),
+      "ratio_min": jnp.where(has_tokens, jnp.min(jnp.where(valid_st, ratio_sg, jnp.inf)), 1.0),
+      "ratio_max": jnp.where(has_tokens, jnp.max(jnp.where(valid_st, ratio_sg, -jnp.inf)), 1.0),
+      "ppo_kl": _masked_mean(old_logp_st - logp_sg, valid_st),
+      "entropy_proxy": _masked_mean(-logp_sg, valid_st),
+      "adv_mean": adv_s.mean(),
+      "adv_std": adv_s.std(),
+      "adv_min": adv_s.min(),
+      "adv_max": adv_s.max(),
+      "num_tokens": num_tokens.astype(jnp.float32),
+  }
+  metrics = {k: jax.lax.stop_gradient(v).astype(jnp.float32) for k, v in metrics.items()}
+  return loss, metrics
+
+
+def token_logprobs(
+    logits_stv: jax.Array, targets_st: jax.Array, *, temperature: float = 1.0
+) -> jax.Array:
+  """log softmax(logits / temperature) at the target ids, in float32.
+
+  The sampler and the update both call this, so old and new log-probs are computed by the same
+  expression (DESIGN.md: "log-probs recomputed by the update must match the sampler's"). It
+  computes logit[target] - logsumexp(logits) rather than materialising a second [S, T, V]
+  log_softmax array.
+
+  Args:
+    logits_stv: [S, T, V] logits, any float dtype (upcast to f32 before the temperature).
+    targets_st: i32[S, T] token ids in [0, V).
+    temperature: > 0; the sampling temperature the tokens were drawn at.
+
+  Returns:
+    f32[S, T] log-probabilities.
+  """
+  if _is_concrete_number(temperature) and temperature <= 0:
+    raise ValueError(f"temperature must be > 0, got {temperature}.")
+  logits_stv = logits_stv.astype(jnp.float32) / temperature
+  picked_st = jnp.take_along_axis(logits_stv, targets_st[..., None].astype(jnp.int32), axis=-1)
+  return picked_st[..., 0] - jax.nn.logsumexp(logits_stv, axis=-1)
+
+
+def token_entropy(
+    logits_stv: jax.Array, mask_st: jax.Array, *, temperature: float = 1.0
+) -> jax.Array:
+  """Mean over valid tokens of the full next-token entropy H = -sum_v p_v log p_v, in float32.
+
+  Args:
+    logits_stv: [S, T, V] logits; -inf entries (masked vocabulary) are allowed.
+    mask_st: bool[S, T] valid positions.
+    temperature: > 0, applied to the logits first.
+
+  Returns:
+    f32[] mean entropy in nats (0 when no position is valid).
+  """
+  if _is_concrete_number(temperature) and temperature <= 0:
+    raise ValueError(f"temperature must be > 0, got {temperature}.")
+  logp_stv = jax.nn.log_softmax(logits_stv.astype(jnp.float32) / temperature, axis=-1)
+  p_stv = jnp.exp(logp_stv)
+  # p * log p is 0 * -inf = NaN for -inf logits; the limit is 0.
+  ent_st = -jnp.sum(p_stv * jnp.where(p_stv > 0, logp_stv, 0.0), axis=-1)
+  return _masked_mean(ent_st, mask_st.astype(bool))

@@ -1,0 +1,335 @@
+"""Batched autoregressive sampling with a KV cache: prefill each prompt once, decode G samples per prompt.
+
+    out = sample(cfg, params, prompt_tokens_bp, prompt_mask_bp, rng=jax.random.key(0), num_samples=8,
+                 max_new_tokens=64, temperature=1.0, eos_id=tok.eos_id, stop_ids=tok.stop_ids)
+    out.tokens      # int32[B*G, N]  rows b*G .. b*G+G-1 are prompt b's samples
+    out.logprobs    # f32[B*G, N]    log pi(token) under the temperature-scaled full distribution
+
+One program (DESIGN.md): the sampler calls the same `apply_model` with the same parameters as the GRPO
+update, so the update's recomputed log-probs equal the sampler's to float tolerance (tested).
+
+How it runs (all of it one `jax.jit`, compiled once per (cfg, shapes, static options, mesh)):
+  1. prefill: the left-padded prompts [B, P] run once through the model into a cache of exactly
+     P + N - 1 slots (the N-th sampled token is never fed back), keeping the last position's logits;
+  2. the cache and those logits are repeated G times (row b -> rows b*G .. b*G+G-1), so the prompt's
+     keys are computed once, not G times;
+  3. one `jax.lax.while_loop` samples a token, feeds it back through the model (one token per row,
+     MLA in its absorbed form against the cached latent) and stops as soon as every row has finished
+     or N tokens were drawn. No Python runs per token.
+
+Sampling semantics (the order is Hugging Face's: temperature, then top-k, then top-p):
+  * greedy=True or temperature == 0: argmax; log-probs are log_softmax(logits) at T = 1.
+  * otherwise logits / T, restricted to the top_k largest (top_k = 0: all) and then to the smallest
+    set whose probability reaches top_p (top_p = 1: all), then `jax.random.categorical`.
+  * log-probs are ALWAYS log_softmax(logits / T) of the full distribution, not renormalised over the
+    top-k / top-p cut: that is the policy the GRPO update recomputes (and the cut is a sampling
+    heuristic, not part of pi_theta).
+  * A row finishes at the first token in {eos_id} | stop_ids. That token is part of the completion
+    (mask 1, counted in `lengths`, its log-prob is kept): the policy chose to stop and the update must
+    credit that choice. Everything after it is pad_id with mask 0 and log-prob 0. A row that draws N
+    tokens without a stop token is `truncated`.
+
+Decode-time MoE dispatch: at decode every step routes only B*G tokens (64 in the benchmark). The
+sorted dropless dispatch pads every expert's rows to a block and gathers one copy of the expert
+weights per block, which at such small T costs more than it saves; `decode_moe_impl` (default "auto")
+picks the dispatch for decode steps only. All dropless dispatches are exact (they compute the same
+per-token sum of the same expert MLPs), so this changes speed, not results (tested against `forward`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from r1jax.model.cache import init_cache, repeat_cache
+from r1jax.model.config import ModelConfig
+from r1jax.model.layers import constrain
+from r1jax.model.transformer import apply_model
+from r1jax.sharding.mesh import batch_sharding, mesh_rules
+
+DECODE_MOE_IMPLS = ("auto", "same", "dense", "sorted", "ragged")
+
+
+class SampleOutput(NamedTuple):
+  """Completions of B prompts x G samples; S = B*G rows, row b*G + g is sample g of prompt b."""
+  tokens: jax.Array      # int32[S, N] sampled ids; pad_id after the stop token and past an early exit
+  logprobs: jax.Array    # f32[S, N] log_softmax(logits / T)[token] (greedy: T = 1); 0 where mask is 0
+  mask: jax.Array        # int32[S, N] 1 for completion tokens, the stop token included; 0 after it
+  lengths: jax.Array     # int32[S] number of completion tokens (= mask.sum(-1))
+  truncated: jax.Array   # bool[S] drew max_new_tokens without a stop token
+
+
+@dataclasses.dataclass(frozen=True)
+class _Options:
+  """Static (compile-time) sampling options: each distinct value compiles its own program."""
+  num_samples: int
+  max_new_tokens: int
+  greedy: bool
+  top_k: int            # 0 = off (already clamped to the vocabulary)
+  use_top_p: bool       # top_p < 1: the only case that needs a sort
+  stop_ids: tuple       # sorted, unique
+  pad_id: int
+  decode_moe_impl: str  # resolved: one of ModelConfig's MOE_IMPLS
+
+
+# ------------------------------------------------------------------------------------------ token choice
+def _filter_logits(scaled_sv: jax.Array, top_p: jax.Array, opts: _Options) -> jax.Array:
+  """Sets logits outside the top-k / top-p set to -inf (ties with the cut-off value are kept)."""
+  neg_inf = jnp.array(-jnp.inf, scaled_sv.dtype)
+  if opts.top_k:
+    # lax.top_k returns the k largest sorted descending: it also gives top-p its sorted values, so
+    # top-k + top-p sorts k values instead of the whole vocabulary.
+    sorted_sk = jax.lax.top_k(scaled_sv, opts.top_k)[0]
+    scaled_sv = jnp.where(scaled_sv < sorted_sk[:, -1:], neg_inf, scaled_sv)
+  elif opts.use_top_p:
+    sorted_sk = -jnp.sort(-scaled_sv, axis=-1)
+  if opts.use_top_p:
+    probs = jax.nn.softmax(sorted_sk, axis=-1)
+    mass_before = jnp.cumsum(probs, axis=-1) - probs
+    # Keep a token while the mass strictly before it is < top_p: the most likely token always stays.
+    num_keep = jnp.sum(mass_before < top_p, axis=-1, keepdims=True)
+    threshold = jnp.take_along_axis(sorted_sk, num_keep - 1, axis=-1)
+    scaled_sv = jnp.where(scaled_sv < threshold, neg_inf, scaled_sv)
+  return scaled_sv
+
+
+def _choose(logits_sv: jax.Array, key: jax.Array, temperature: jax.Array, top_p: jax.Array,
+            opts: _Options) -> tuple[jax.Array, jax.Array]:
+  """One token per row and its log-prob under the (temperature-scaled) full distribution.
+
+  Args:
+    logits_sv: f32[S, V] next-token logits.
+    key: PRNG key for this step.
+    temperature: f32[] (unused when greedy).
+    top_p: f32[] nucleus mass (used only when opts.use_top_p).
+
+  Returns:
+    token_s int32[S], logp_s f32[S].
+  """
+  logits_sv = logits_sv.astype(jnp.float32)
+  if opts.greedy:
+    token = jnp.argmax(logits_sv, axis=-1).astype(jnp.int32)
+    logp_sv = jax.nn.log_softmax(logits_sv, axis=-1)
+  else:
+    scaled = logits_sv / temperature
+    logp_sv = jax.nn.log_softmax(scaled, axis=-1)
+    token = jax.random.categorical(key, _filter_logits(scaled, top_p, opts), axis=-1).astype(jnp.int32)
+  return token, jnp.take_along_axis(logp_sv, token[:, None], axis=-1)[:, 0]
+
+
+def _is_stop(token_s: jax.Array, stop_ids: tuple) -> jax.Array:
+  stop = jnp.zeros(token_s.shape, bool)
+  for s in stop_ids:  # a handful of static ids: cheaper than a gather-based isin
+    stop = stop | (token_s == s)
+  return stop
+
+
+# ------------------------------------------------------------------------------------------ the program
+def _sample_program(params, prompt_bp, mask_bp, rng, temperature, top_p, *, cfg: ModelConfig,
+                    opts: _Options):
+  """The jitted body of `sample` (see there). Runs under `mesh_rules` when a mesh is given."""
+  b, p = prompt_bp.shape
+  g, n = opts.num_samples, opts.max_new_tokens
+  s = b * g
+  prompt_bp = constrain(prompt_bp.astype(jnp.int32), ("batch", "seq"))
+  mask_bp = constrain(mask_bp.astype(jnp.int32), ("batch", "seq"))
+
+  # 1. Prefill. The cache has P + N - 1 slots: N - 1 sampled tokens are fed back, the N-th is not.
+  cache = init_cache(cfg, b, p + n - 1)
+  out = apply_model(cfg, params, prompt_bp, attention_mask=mask_bp, cache=cache, last_only=True)
+  # 2. Share the prompt's cache among its G samples.
+  cache = _constrain_cache(repeat_cache(out.cache, g))
+  logits_sv = constrain(jnp.repeat(out.logits[:, -1], g, axis=0), ("batch", "vocab"))
+
+  # 3. Decode. Step 0 samples from the prefill logits; step i >= 1 first feeds token i-1 back.
+  decode_cfg = cfg if opts.decode_moe_impl == cfg.moe_impl else cfg.replace(moe_impl=opts.decode_moe_impl)
+
+  def sample_step(i, logits_sv, done_s, tokens_sn, logp_sn):
+    token, logp = _choose(logits_sv, jax.random.fold_in(rng, i), temperature, top_p, opts)
+    live = ~done_s
+    token = jnp.where(live, token, opts.pad_id)
+    tokens_sn = jax.lax.dynamic_update_slice(tokens_sn, token[:, None], (0, i))
+    logp_sn = jax.lax.dynamic_update_slice(logp_sn, jnp.where(live, logp, 0.0)[:, None], (0, i))
+    return token, done_s | _is_stop(token, opts.stop_ids), tokens_sn, logp_sn
+
+  tokens_sn = constrain(jnp.full((s, n), opts.pad_id, jnp.int32), ("batch", None))
+  logp_sn = constrain(jnp.zeros((s, n), jnp.float32), ("batch", None))
+  done_s = jnp.zeros((s,), bool)
+  # The mask is rebuilt from the tokens at the end, so a row's "done" only needs to be carried.
+  token, done_s, tokens_sn, logp_sn = sample_step(0, logits_sv, done_s, tokens_sn, logp_sn)
+
+  def cond(carry):
+    i, _, _, done_s, _, _ = carry
+    return (i < n) & ~jnp.all(done_s)
+
+  def body(carry):
+    i, cache, token_s, done_s, tokens_sn, logp_sn = carry
+    # Finished rows still run (static shapes) but as padding: MoE dispatch skips them and their
+    # cache slot stays invalid; their outputs are discarded.
+    step = apply_model(decode_cfg, params, token_s[:, None], attention_mask=(~done_s)[:, None].astype(jnp.int32),
+                       cache=cache, last_only=True)
+    token_s, done_s, tokens_sn, logp_sn = sample_step(i, step.logits[:, -1], done_s, tokens_sn, logp_sn)
+    return i + 1, _constrain_cache(step.cache), token_s, done_s, tokens_sn, logp_sn
+
+  carry = (jnp.ones((), jnp.int32), cache, token, done_s, tokens_sn, logp_sn)
+  _, _, _, _, tokens_sn, logp_sn = jax.lax.while_loop(cond, body, carry)
+
+  # 4. Completion mask: a token counts if no stop token came strictly before it.
+  stop_sn = _is_stop(tokens_sn, opts.stop_ids)
+  stops_before = jnp.cumsum(stop_sn.astype(jnp.int32), axis=-1) - stop_sn.astype(jnp.int32)
+  mask_sn = (stops_before == 0).astype(jnp.int32)
+  lengths = jnp.sum(mask_sn, axis=-1, dtype=jnp.int32)
+  truncated = ~jnp.any(stop_sn & (mask_sn > 0), axis=-1)
+  return SampleOutput(tokens_sn, logp_sn, mask_sn, lengths, truncated)
+
+
+def _constrain_cache(cache: dict) -> dict:
+  """Pins the cache's rows to the data axes (a no-op without a mesh)."""
+  layers = jax.tree.map(lambda x: constrain(x, ("batch",) + (None,) * (x.ndim - 1)), cache["layers"])
+  return {"layers": layers, "key_mask": constrain(cache["key_mask"], ("batch", None)), "index": cache["index"]}
+
+
+# One jit for every configuration: cfg, options, mesh and rules are static, so each distinct value
+# (and each distinct input shape) is traced and compiled once and then reused. Nothing is donated:
+# the only large buffer, the KV cache, is created inside the program (XLA updates it in place in the
+# loop), and params must outlive the call.
+_sample_jit = jax.jit(_sample_program, static_argnames=("cfg", "opts"))
+
+
+def _mesh_program(mesh, rules):
+  """A separate jit object per (mesh, rules): flax's logical-axis rules are read at trace time but are
+  not part of jax's cache key, so one jit object must never serve two rule tables."""
+  return _MESH_JITS.setdefault((mesh, rules), jax.jit(_sample_program, static_argnames=("cfg", "opts")))
+
+
+_MESH_JITS: dict = {}
+
+
+# ------------------------------------------------------------------------------------------ validation
+def _fail(name: str, value, why: str):
+  raise ValueError(f"sample(): {name}={value!r} {why}")
+
+
+def _is_concrete(x) -> bool:
+  if isinstance(x, np.ndarray):
+    return True
+  return isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer) and x.is_fully_addressable
+
+
+def _resolve_decode_moe_impl(cfg: ModelConfig, impl: str, num_rows: int) -> str:
+  if impl not in DECODE_MOE_IMPLS:
+    _fail("decode_moe_impl", impl, f"must be one of {DECODE_MOE_IMPLS}")
+  if not cfg.is_moe or impl == "same" or cfg.capacity_factor > 0:
+    # A capacity-limited config may drop tokens: keep its exact semantics everywhere.
+    return cfg.moe_impl
+  if impl != "auto":
+    return impl
+  # "dense" computes every expert for every row (cost ~ E rows per token, no routing overhead);
+  # "sorted" computes ~k rows per token plus per-block padding and weight gathers. Measured on the
+  # bench config (CPU, 64 rows): see benchmarks/sampler.py.
+  return "dense" if num_rows * cfg.n_routed_experts <= 8 * 1024 else cfg.moe_impl
+
+
+# ------------------------------------------------------------------------------------------ API
+def sample(cfg: ModelConfig, params, prompt_tokens, prompt_mask, *, rng, num_samples: int = 1,
+           max_new_tokens: int, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+           eos_id: int | None, stop_ids: Sequence[int] = (), pad_id: int = 0, greedy: bool = False,
+           max_len: int | None = None, mesh=None, rules="fsdp_tp",
+           decode_moe_impl: str = "auto") -> SampleOutput:
+  """Samples `num_samples` completions for each of B left-padded prompts.
+
+  Args:
+    cfg: the model's architecture.
+    params: variables from `init_params` / r1jax.hf (sharded on `mesh` when one is given).
+    prompt_tokens: int[B, P] prompts, LEFT-padded to a common length P (the last column is real).
+    prompt_mask: int/bool[B, P] 1 for real prompt tokens.
+    rng: a PRNG key (jax.random.key or PRNGKey); ignored when greedy.
+    num_samples: G completions per prompt (GRPO group size, pass@k's k).
+    max_new_tokens: N, the token budget of every completion.
+    temperature: T >= 0; 0 means greedy.
+    top_k: sample among the k most likely tokens (0 = no limit).
+    top_p: nucleus mass in (0, 1] (1 = no limit).
+    eos_id: end-of-sequence id, or None for no EOS (then only stop_ids and the budget end a row).
+    stop_ids: further ids that end a row (e.g. the tokenizer's stop_ids; eos_id may be among them).
+    pad_id: id written after a row has finished.
+    greedy: argmax decoding (same as temperature=0); log-probs are then reported at T = 1.
+    max_len: optional bound on P + N (e.g. the training context); cfg.max_position_embeddings always is.
+    mesh: a device mesh (r1jax.sharding.make_mesh); rows are split over the data axes.
+    rules: the logical-axis rules table used with `mesh`.
+    decode_moe_impl: MoE dispatch for decode steps: "auto" (dense at small row counts), "same" (cfg's),
+      or a ModelConfig.moe_impl value. Dropless dispatches are exact, so this only changes speed.
+
+  Returns:
+    SampleOutput with tokens int32[B*G, N], logprobs f32[B*G, N], mask int32[B*G, N], lengths int32[B*G]
+    and truncated bool[B*G]; rows b*G .. b*G+G-1 belong to prompt b.
+
+  Raises:
+    ValueError naming the argument for bad shapes or values (see the checks below).
+  """
+  # --- validate (in Python, before any tracing) ---
+  tok_shape, mask_shape = tuple(np.shape(prompt_tokens)), tuple(np.shape(prompt_mask))
+  if len(tok_shape) != 2:
+    _fail("prompt_tokens.shape", tok_shape, "must be [batch, prompt_len]")
+  if mask_shape != tok_shape:
+    _fail("prompt_mask.shape", mask_shape, f"must equal prompt_tokens.shape={tok_shape}")
+  b, p = tok_shape
+  if b < 1 or p < 1:
+    _fail("prompt_tokens.shape", tok_shape, "needs at least one prompt of at least one token")
+  if not jnp.issubdtype(jnp.asarray(prompt_tokens).dtype if not hasattr(prompt_tokens, "dtype")
+                        else prompt_tokens.dtype, jnp.integer):
+    _fail("prompt_tokens.dtype", getattr(prompt_tokens, "dtype", None), "must be an integer type")
+  for name, v in (("num_samples", num_samples), ("max_new_tokens", max_new_tokens)):
+    if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+      _fail(name, v, "must be a positive integer")
+  if not isinstance(top_k, (int, np.integer)) or isinstance(top_k, bool) or top_k < 0:
+    _fail("top_k", top_k, "must be an integer >= 0 (0 = off)")
+  temperature, top_p = float(temperature), float(top_p)
+  if math.isnan(temperature) or temperature < 0 or math.isinf(temperature):
+    _fail("temperature", temperature, "must be a finite number >= 0 (0 = greedy)")
+  if math.isnan(top_p) or not 0 < top_p <= 1:
+    _fail("top_p", top_p, "must be in (0, 1]")
+  total = p + int(max_new_tokens)
+  if total > cfg.max_position_embeddings:
+    _fail("max_new_tokens", max_new_tokens, f"with prompt length {p} needs {total} positions, more than "
+          f"cfg.max_position_embeddings={cfg.max_position_embeddings}")
+  if max_len is not None and total > max_len:
+    _fail("max_new_tokens", max_new_tokens, f"with prompt length {p} needs {total} positions, more than "
+          f"max_len={max_len}")
+  ids = ([] if eos_id is None else [eos_id]) + list(stop_ids)
+  for t in ids:
+    if not isinstance(t, (int, np.integer)) or isinstance(t, bool) or not 0 <= t < cfg.vocab_size:
+      _fail("eos_id/stop_ids", t, f"must be token ids in [0, vocab_size={cfg.vocab_size})")
+  if _is_concrete(prompt_mask):
+    m = np.asarray(prompt_mask).astype(bool)
+    if np.any(m[:, :-1] & ~m[:, 1:]):
+      _fail("prompt_mask", "right/inner padding", "must be left-padded (each row: zeros, then ones)")
+
+  greedy = bool(greedy) or temperature == 0.0
+  opts = _Options(
+      num_samples=int(num_samples), max_new_tokens=int(max_new_tokens), greedy=greedy,
+      top_k=0 if greedy else min(int(top_k), cfg.vocab_size),
+      use_top_p=(not greedy) and top_p < 1.0, stop_ids=tuple(sorted({int(t) for t in ids})),
+      pad_id=int(pad_id), decode_moe_impl=_resolve_decode_moe_impl(cfg, decode_moe_impl, b * num_samples))
+
+  # --- run ---
+  args = (params, prompt_tokens, prompt_mask, rng, jnp.float32(temperature if not greedy else 1.0),
+          jnp.float32(top_p))
+  if mesh is None:
+    return _sample_jit(*args, cfg=cfg, opts=opts)
+  data = batch_sharding(mesh, 2, rules)
+  with mesh_rules(mesh, rules):
+    if b % math.prod(mesh.shape[a] for a in _data_axes(data)) == 0:
+      prompt_tokens, prompt_mask = jax.device_put((prompt_tokens, prompt_mask), data)
+      args = (params, prompt_tokens, prompt_mask) + args[3:]
+    return _mesh_program(mesh, rules)(*args, cfg=cfg, opts=opts)
+
+
+def _data_axes(sharding) -> tuple:
+  axes = sharding.spec[0]
+  if axes is None:
+    return ()
+  return axes if isinstance(axes, tuple) else (axes,)
