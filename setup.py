@@ -21,6 +21,7 @@ setuptools.setup(
     version="0.1.0",
     description="DeepSeek-R1 in JAX: DeepSeek-V3-style MoE, GRPO with rule rewards, R1 pipeline, distillation.",
     packages=setuptools.find_packages(include=["r1jax", "r1jax.*"]),
+    package_data={"r1jax.data.tasks": ["datasets/*/*.jsonl", "datasets/*/SOURCE.md"]},
     python_requires=">=3.10",
     install_requires=CORE,
     extras_require={

@@ -3,7 +3,9 @@
 Routing (DeepSeek-V3 section 2.1.2; HF DeepseekV3TopkRouter; see notes/checkpoint_numerics.md 1.6):
   scores = sigmoid(x W_r) in fp32 (or softmax for Qwen3-MoE / Mixtral);
   choice = scores + e_score_correction_bias (selection only: the bias never weights an expert);
-  group-limited: keep the `topk_group` groups with the largest top-2 sum, zero the others (HF masks with 0.0);
+  group-limited: keep the `topk_group` groups with the largest top-2 sum, mask the others with -inf (as
+  transformers v5 and DeepSeek's reference do; v4.5x used 0.0, which lets a masked expert beat a chosen
+  one whose biased score is negative);
   top-k of choice -> weights gathered from the *unbiased* scores -> normalise (+1e-20) -> x routed_scaling_factor.
   y = sum_k w_k Expert_k(x) + SharedExperts(x)   (shared experts unweighted).
 
@@ -47,7 +49,9 @@ def route(x_td: jax.Array, router_de: jax.Array, bias_e: jax.Array | None, cfg: 
     group_score = jax.lax.top_k(grouped, min(2, per))[0].sum(-1)          # [T, ng]
     _, keep = jax.lax.top_k(group_score, cfg.topk_group)                  # [T, topk_group]
     group_mask = jnp.zeros_like(group_score).at[jnp.arange(group_score.shape[0])[:, None], keep].set(1.0)
-    choice = jnp.where(jnp.repeat(group_mask, per, axis=-1) > 0, choice, 0.0)
+    # -inf, not 0.0: a biased score can be negative, and a masked expert must never be chosen over it
+    # (topk_group * per >= k is validated, so k finite candidates always remain).
+    choice = jnp.where(jnp.repeat(group_mask, per, axis=-1) > 0, choice, -jnp.inf)
   _, idx = jax.lax.top_k(choice, k)
   weights = jnp.take_along_axis(scores, idx, axis=-1)
   if cfg.norm_topk_prob:

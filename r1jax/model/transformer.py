@@ -23,7 +23,7 @@ from r1jax.sharding.mesh import logical_to_sharding, mesh_rules
 
 
 class ModelOutput(NamedTuple):
-  logits: jax.Array        # f32[B, T, V] (or [B, 1, V] with last_only)
+  logits: jax.Array        # f32[B, T, V] (or [B, num_logits, V])
   aux: dict                # per MoE layer: expert_counts f32[L, E], balance_loss f32[L], dropped_fraction f32[L]
   cache: Any               # the updated cache, or None
 
@@ -57,7 +57,7 @@ class Transformer(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, tokens_bt, positions_bt, mask_b1ts, token_mask_bt, cache=None, last_only=False):
+  def __call__(self, tokens_bt, positions_bt, mask_b1ts, token_mask_bt, cache=None, num_logits=0):
     cfg, dt = self.cfg, self.cfg.jnp_dtype
     embed = param(self, "embed_tokens", (cfg.vocab_size, cfg.hidden_size), ("vocab", "embed"), cfg)
     x = constrain(jnp.take(embed, tokens_bt, axis=0).astype(dt), ("batch", "seq", "act_embed"))
@@ -75,8 +75,8 @@ class Transformer(nn.Module):
       if aux is not None:
         auxes.append(aux)
 
-    if last_only:
-      x = x[:, -1:]
+    if num_logits:  # only the last positions need logits (prefill, decode, completion log-probs)
+      x = x[:, -num_logits:]
     x = RMSNorm(cfg, name="norm")(x)
     if cfg.tie_word_embeddings:
       logits = jnp.einsum("BTD,VD->BTV", x, embed.astype(dt), preferred_element_type=jnp.float32)
@@ -111,7 +111,7 @@ def _check_tokens(cfg: ModelConfig, tokens) -> None:
 
 
 def apply_model(cfg: ModelConfig, params, tokens, *, attention_mask=None, positions=None, segment_ids=None,
-                cache=None, last_only: bool = False) -> ModelOutput:
+                cache=None, last_only: bool = False, num_logits: int = 0) -> ModelOutput:
   """Runs the decoder and returns logits, MoE statistics and (when given a cache) the updated cache.
 
   Args:
@@ -123,7 +123,8 @@ def apply_model(cfg: ModelConfig, params, tokens, *, attention_mask=None, positi
     segment_ids: int[B, T] for packed sequences: tokens attend only within their segment (no cache).
     cache: from `init_cache` / a previous call. New keys are written at cache["index"]; queries attend to
       every valid cached slot up to their own.
-    last_only: compute logits for the last position only (prefill / decode).
+    last_only: compute logits for the last position only (prefill / decode); same as num_logits=1.
+    num_logits: if > 0, compute logits for the last `num_logits` positions only (e.g. a completion).
   """
   _check_tokens(cfg, tokens)
   b, t = tokens.shape
@@ -143,7 +144,8 @@ def apply_model(cfg: ModelConfig, params, tokens, *, attention_mask=None, positi
     slots = jnp.arange(key_mask.shape[1])
     causal = slots[None, :] <= (index + jnp.arange(t))[:, None]                # [T, L]
     mask = (causal[None] & key_mask[:, None, :])[:, None]
-  logits, aux, layers = Transformer(cfg).apply(params, tokens, positions, mask, token_mask, cache, last_only)
+  num_logits = 1 if last_only else num_logits
+  logits, aux, layers = Transformer(cfg).apply(params, tokens, positions, mask, token_mask, cache, num_logits)
   new_cache = None
   if cache is not None:
     new_cache = {"layers": layers, "key_mask": key_mask, "index": cache["index"] + t}
@@ -182,3 +184,31 @@ def init_params(cfg: ModelConfig, key, *, mesh=None, rules="fsdp_tp"):
     return jax.jit(init)(key)
   with mesh_rules(mesh, rules):
     return jax.jit(init, out_shardings=param_shardings(cfg, mesh, rules))(key)
+
+
+def token_logprobs(logits_btv: jax.Array, targets_bt: jax.Array, temperature: float = 1.0) -> jax.Array:
+  """log_softmax(logits / temperature)[target] in float32: f32[B, T].
+
+  The one expression both the sampler and the GRPO update use, so that the old-policy log-probs the
+  sampler returns and the ones the update recomputes agree to float rounding.
+  """
+  logits = logits_btv.astype(jnp.float32) / temperature
+  picked = jnp.take_along_axis(logits, targets_bt[..., None].astype(jnp.int32), axis=-1)[..., 0]
+  return picked - jax.nn.logsumexp(logits, axis=-1)
+
+
+def sequence_logprobs(cfg: ModelConfig, params, tokens_bt, attention_mask_bt, num_completion: int,
+                      temperature: float = 1.0):
+  """Log-probs of the last `num_completion` tokens of each row given everything before them.
+
+  Args:
+    tokens_bt: int[B, P + N] prompt (left-padded) followed by the completion (right-padded).
+    attention_mask_bt: [B, P + N], 1 for real tokens.
+    num_completion: N.
+
+  Returns:
+    (logp f32[B, N], aux) where aux holds the MoE statistics of the forward pass.
+  """
+  out = apply_model(cfg, params, tokens_bt[:, :-1], attention_mask=attention_mask_bt[:, :-1],
+                    num_logits=num_completion)
+  return token_logprobs(out.logits, tokens_bt[:, -num_completion:], temperature), out.aux

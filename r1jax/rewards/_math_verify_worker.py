@@ -69,7 +69,9 @@ def _limit_memory():
   try:
     import resource  # pylint: disable=g-import-not-at-top
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
-    limit = _MEMORY_LIMIT_BYTES if hard == resource.RLIM_INFINITY else min(hard, _MEMORY_LIMIT_BYTES)
+    limit = _MEMORY_LIMIT_BYTES
+    if hard != resource.RLIM_INFINITY:
+      limit = min(hard, limit)
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
   except (ImportError, ValueError, OSError):
     pass  # Not POSIX, or not allowed: the pool's deadline still bounds the time.

@@ -1,6 +1,7 @@
 """Accuracy reward: find the answer in a completion, then run the task's verifier on it.
 
-    accuracy_reward("<think>...</think><answer>18</answer>", {"task": "gsm8k", "answer": "18"})  # 1.0
+    example = {"task": "gsm8k", "answer": "18"}
+    accuracy_reward("<think>...</think><answer>18</answer>", example)  # 1.0
 
 Where the answer is looked for (`format.answer_region`): the last `<answer>...</answer>` block;
 without one, the text after `</think>`; without that, the whole completion, unless a `<think>` was

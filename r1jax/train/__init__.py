@@ -4,3 +4,7 @@ The pure losses live in `r1jax.train.losses`; steps and stages build on them.
 """
 from r1jax.train.losses import distill_loss
 from r1jax.train.losses import lm_loss
+from r1jax.train.lm import LMConfig, lm_objective, make_lm_update
+from r1jax.train.optim import OptimConfig, learning_rate_schedule, make_optimizer
+from r1jax.train.state import TrainState, create_train_state, state_shardings, variables_of
+from r1jax.train.step import NonFiniteError, check_finite, make_update

@@ -258,6 +258,15 @@ def test_pool_without_math_verify_degrades_to_false(monkeypatch):
     pool.close()
 
 
+def test_configure_math_verify_validates_before_changing_anything():
+  from r1jax.rewards import configure_math_verify  # pylint: disable=g-import-not-at-top
+  pool = _math_verify_pool.get_pool()
+  for bad in ({"num_workers": 0}, {"timeout_s": 0}, {"startup_timeout_s": -1}):
+    with pytest.raises(ValueError):
+      configure_math_verify(**bad)
+  assert _math_verify_pool.get_pool() is pool
+
+
 def test_worker_check_in_process():
   # The worker's check function, called directly from the main thread.
   assert _math_verify_worker.check("\\frac{1}{2}", "0.5")

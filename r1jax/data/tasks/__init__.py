@@ -3,7 +3,7 @@
     from r1jax.data import tasks
     task = tasks.get("countdown")                       # or tasks.get("arithmetic", digits=(2, 5))
     for ex in task.examples("test", seed=0, num=100):   # dicts {"task", "question", "answer", ...}
-      ok = task.verify(answer_text, ex)                 # bool; rewards.accuracy_reward uses the same
+      ok = task.verify(answer_text, ex)                 # bool; as in rewards.accuracy_reward
 
 Tasks (`names()`):
   arithmetic  procedural +, -, *, long division with remainder; knobs `digits`, `ops`

@@ -19,7 +19,7 @@ P = TypeVar("P")
 SPLITS = ("train", "test")
 # Consecutive draws that may all be rejected (wrong split or, for finite streams, a repeat)
 # before a stream gives up: the problem space is then too small for the request.
-MAX_REJECTED_DRAWS = 100_000
+MAX_REJECTED_DRAWS = 20_000
 
 
 def split_of(task: str, identity: str, test_fraction: float) -> str:

@@ -1,0 +1,134 @@
+"""Sampler throughput: r1jax `sample` against Hugging Face `generate` on the same architecture.
+
+    python benchmarks/sampler.py [--runs 5] [--no-hf] [--decode-moe-impl auto]
+
+Workload (a GRPO rollout at the `bench` preset): 8 random prompts of 16-32 tokens, left-padded to 32,
+G = 8 samples each (64 sequences), 64 new tokens, temperature 1.0, no top-k / top-p, and no stop token
+(eos_id=None; Hugging Face gets min_new_tokens=64), so both sides decode the full 64 x 64 tokens.
+
+Prints one JSON line per result:
+  {"name": "r1jax_sample", "tokens_per_s": ..., "compile_s": ..., "run_s_median": ..., ...}
+  {"name": "hf_generate", "tokens_per_s": ..., ...}           (when torch + transformers are installed)
+  {"name": "sampler_speedup", "ratio": r1jax / hf, "target": 5.0}
+  {"name": "memory", "maxrss_mib": ..., "jax_peak_bytes": ...}
+Both sides run on the CPU in one process; torch gets 2 intra-op threads (the dev machine's cores) and
+XLA uses its default thread pool over the same cores.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from r1jax.model import ModelConfig, init_params  # noqa: E402
+from r1jax.sampling import sample  # noqa: E402
+
+NUM_PROMPTS, GROUP, PROMPT_LEN, NEW_TOKENS = 8, 8, 32, 64
+
+
+def _emit(**record):
+  print(json.dumps(record), flush=True)
+
+
+def _prompts(cfg: ModelConfig, seed: int = 0):
+  """8 random prompts of 16-32 real tokens, left-padded to 32 (ids >= 4: no specials)."""
+  rs = np.random.RandomState(seed)
+  tokens = rs.randint(4, cfg.vocab_size, (NUM_PROMPTS, PROMPT_LEN)).astype(np.int32)
+  lengths = rs.randint(16, PROMPT_LEN + 1, NUM_PROMPTS)
+  mask = (np.arange(PROMPT_LEN)[None] >= PROMPT_LEN - lengths[:, None]).astype(np.int32)
+  return np.where(mask > 0, tokens, 0), mask
+
+
+def bench_r1jax(cfg: ModelConfig, runs: int, decode_moe_impl: str) -> dict:
+  params = init_params(cfg, jax.random.key(0))
+  tokens, mask = _prompts(cfg)
+  kw = dict(num_samples=GROUP, max_new_tokens=NEW_TOKENS, temperature=1.0, eos_id=None,
+            decode_moe_impl=decode_moe_impl)
+  t0 = time.perf_counter()
+  out = sample(cfg, params, tokens, mask, rng=jax.random.key(0), **kw)
+  jax.block_until_ready(out)
+  compile_s = time.perf_counter() - t0
+  times = []
+  for r in range(runs):
+    t0 = time.perf_counter()
+    out = sample(cfg, params, tokens, mask, rng=jax.random.key(r + 1), **kw)
+    jax.block_until_ready(out)
+    times.append(time.perf_counter() - t0)
+  generated = int(np.asarray(out.lengths).sum())
+  assert generated == NUM_PROMPTS * GROUP * NEW_TOKENS, generated
+  run_s = statistics.median(times)
+  return dict(name="r1jax_sample", tokens_per_s=generated / run_s, run_s_median=run_s, run_s_min=min(times),
+              compile_s=compile_s, generated_tokens=generated, sequences=NUM_PROMPTS * GROUP,
+              prompt_len=PROMPT_LEN, new_tokens=NEW_TOKENS, decode_moe_impl=decode_moe_impl,
+              devices=jax.device_count(), backend=jax.default_backend())
+
+
+def bench_hf(cfg: ModelConfig, runs: int) -> dict | None:
+  try:
+    import torch
+    import transformers
+  except ImportError:
+    return None
+  torch.set_num_threads(2)  # fairness: the dev machine has 2 cores
+  torch.manual_seed(0)
+  hf_cfg = transformers.DeepseekV3Config(
+      vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
+      moe_intermediate_size=cfg.moe_intermediate_size, num_hidden_layers=cfg.num_hidden_layers,
+      num_attention_heads=cfg.num_attention_heads, num_key_value_heads=cfg.num_attention_heads,
+      n_shared_experts=cfg.n_shared_experts, n_routed_experts=cfg.n_routed_experts,
+      routed_scaling_factor=cfg.routed_scaling_factor, kv_lora_rank=cfg.kv_lora_rank,
+      q_lora_rank=cfg.q_lora_rank, qk_rope_head_dim=cfg.qk_rope_head_dim, v_head_dim=cfg.v_head_dim,
+      qk_nope_head_dim=cfg.qk_nope_head_dim, n_group=cfg.n_group, topk_group=cfg.topk_group,
+      num_experts_per_tok=cfg.num_experts_per_tok, first_k_dense_replace=cfg.first_k_dense_replace,
+      max_position_embeddings=cfg.max_position_embeddings, pad_token_id=0, bos_token_id=2, eos_token_id=3)
+  model = transformers.DeepseekV3ForCausalLM(hf_cfg).eval()
+  tokens, mask = _prompts(cfg)
+  inputs = dict(input_ids=torch.tensor(tokens, dtype=torch.long), attention_mask=torch.tensor(mask))
+  gen = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=NEW_TOKENS,
+             min_new_tokens=NEW_TOKENS, num_return_sequences=GROUP, pad_token_id=0, eos_token_id=3)
+  times = []
+  with torch.inference_mode():
+    model.generate(**inputs, **gen)  # warm-up
+    for _ in range(runs):
+      t0 = time.perf_counter()
+      out = model.generate(**inputs, **gen)
+      times.append(time.perf_counter() - t0)
+  generated = (out.shape[1] - PROMPT_LEN) * out.shape[0]
+  assert generated == NUM_PROMPTS * GROUP * NEW_TOKENS, out.shape
+  run_s = statistics.median(times)
+  return dict(name="hf_generate", tokens_per_s=generated / run_s, run_s_median=run_s, run_s_min=min(times),
+              generated_tokens=generated, torch_threads=torch.get_num_threads(),
+              transformers=transformers.__version__, torch=torch.__version__)
+
+
+def main(argv=None):
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument("--runs", type=int, default=5, help="timed runs per side (median reported)")
+  ap.add_argument("--no-hf", action="store_true", help="skip the Hugging Face baseline")
+  ap.add_argument("--decode-moe-impl", default="auto", help="r1jax decode-step MoE dispatch")
+  args = ap.parse_args(argv)
+  cfg = ModelConfig.preset("bench")
+
+  ours = bench_r1jax(cfg, args.runs, args.decode_moe_impl)
+  _emit(**ours)
+  hf = None if args.no_hf else bench_hf(cfg, args.runs)
+  if hf is not None:
+    _emit(**hf)
+    _emit(name="sampler_speedup", ratio=ours["tokens_per_s"] / hf["tokens_per_s"], target=5.0,
+          ratio_best=hf["run_s_min"] / ours["run_s_min"])
+  stats = jax.devices()[0].memory_stats() or {}
+  _emit(name="memory", maxrss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        jax_peak_bytes=stats.get("peak_bytes_in_use"), jax_bytes_in_use=stats.get("bytes_in_use"))
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,10 @@
+"""Checkpoints: Orbax save/restore of state pytrees, Grain iterator state and JSON metadata.
+
+    from r1jax import checkpoint
+    ckpt = checkpoint.CheckpointManager(workdir + "/ckpt", max_to_keep=3)
+    state, metadata, step = checkpoint.restore_or_init(ckpt, init_fn, data_iter=it)
+    ckpt.save(step, state, data_iter=it, metadata={"loss": 1.23})
+"""
+from r1jax.checkpoint.manager import CheckpointManager, restore_or_init
+
+__all__ = ["CheckpointManager", "restore_or_init"]

@@ -1,0 +1,127 @@
+"""The jitted, sharded GRPO update and the log-prob passes it needs (old policy, reference).
+
+One rollout of S = B x G completions becomes `num_iterations` (mu) epochs over `num_minibatches`
+minibatches; each minibatch is one call of the jitted update. The old-policy log-probs come from the
+sampler (same model code and params, so the first ratio is 1 up to float rounding); the reference
+log-probs come from one forward of the reference params and are skipped when beta == 0.
+
+A GRPO batch is a dict of arrays, all sharded on the batch axis:
+  tokens          int32[S, P + N]  left-padded prompt followed by the completion
+  attention_mask  int32[S, P + N]  1 = real token (prompt padding and post-EOS tokens are 0)
+  completion_mask int32[S, N]      1 = completion token the loss sees
+  old_logp        f32[S, N]        sampler log-probs (temperature-scaled policy)
+  ref_logp        f32[S, N]        reference log-probs (only when beta > 0)
+  advantages      f32[S]
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from r1jax.model.config import ModelConfig
+from r1jax.model.transformer import sequence_logprobs
+from r1jax.rl.losses import AGGREGATIONS, KL_ESTIMATORS, grpo_loss
+from r1jax.sharding.mesh import mesh_rules
+from r1jax.train.step import make_update
+
+
+@dataclasses.dataclass(frozen=True)
+class GRPOConfig:
+  """The loss and update knobs of GRPO (DeepSeekMath eq. 3) and its variants."""
+  epsilon_low: float = 0.2             # clip: ratio >= 1 - epsilon_low
+  epsilon_high: float = 0.2            # clip: ratio <= 1 + epsilon_high (DAPO clip-higher: 0.28)
+  beta: float = 0.04                   # KL coefficient (DeepSeekMath 0.04, R1 0.001); 0 skips the reference
+  kl_estimator: str = "k3"             # "k1" | "k2" | "k3"
+  aggregation: str = "seq_mean_token_mean"   # GRPO; "token_mean" (DAPO); "seq_mean_token_sum_norm" (Dr.GRPO)
+  ratio_level: str = "token"           # "token" | "sequence" (GSPO)
+  max_len: int | None = None           # Dr.GRPO normaliser (defaults to the completion length N)
+  clip_ratio_c: float | None = None    # dual-clip bound for negative advantages
+  temperature: float = 1.0             # sampling temperature: log-probs are of the T-scaled policy
+  num_iterations: int = 1              # mu: update epochs per rollout
+  num_minibatches: int = 1             # minibatches per epoch
+  router_bias_rate: float = 0.0        # aux-loss-free balancing speed (0 keeps the bias frozen)
+  balance_loss_coef: float = 0.0       # sequence-wise balance loss alpha (DeepSeek-V3: 1e-4)
+
+  def __post_init__(self):
+    checks = [
+        ("epsilon_low", 0 <= self.epsilon_low < 1, "must be in [0, 1)"),
+        ("epsilon_high", self.epsilon_high >= 0, "must be >= 0"),
+        ("beta", self.beta >= 0, "must be >= 0"),
+        ("kl_estimator", self.kl_estimator in KL_ESTIMATORS, f"must be one of {tuple(KL_ESTIMATORS)}"),
+        ("aggregation", self.aggregation in AGGREGATIONS, f"must be one of {tuple(AGGREGATIONS)}"),
+        ("ratio_level", self.ratio_level in ("token", "sequence"), "must be 'token' or 'sequence'"),
+        ("max_len", self.max_len is None or self.max_len >= 1, "must be None or >= 1"),
+        ("clip_ratio_c", self.clip_ratio_c is None or self.clip_ratio_c > 1, "must be None or > 1"),
+        ("temperature", self.temperature > 0, "must be > 0 (greedy rollouts give no exploration)"),
+        ("num_iterations", self.num_iterations >= 1, "must be >= 1"),
+        ("num_minibatches", self.num_minibatches >= 1, "must be >= 1"),
+        ("router_bias_rate", self.router_bias_rate >= 0, "must be >= 0"),
+        ("balance_loss_coef", self.balance_loss_coef >= 0, "must be >= 0"),
+    ]
+    for name, ok, why in checks:
+      if not ok:
+        raise ValueError(f"GRPOConfig.{name}={getattr(self, name)!r}: {why}")
+
+
+def grpo_objective(cfg: ModelConfig, rl: GRPOConfig):
+  """loss_fn(variables, batch) -> (loss, (metrics, aux)) for r1jax.train.step.make_update."""
+
+  def loss_fn(variables, batch):
+    n = batch["completion_mask"].shape[1]
+    logp, aux = sequence_logprobs(cfg, variables, batch["tokens"], batch["attention_mask"], n, rl.temperature)
+    loss, metrics = grpo_loss(
+        logp, batch["old_logp"], batch.get("ref_logp"), batch["advantages"], batch["completion_mask"],
+        epsilon_low=rl.epsilon_low, epsilon_high=rl.epsilon_high, beta=rl.beta, kl_estimator=rl.kl_estimator,
+        aggregation=rl.aggregation, ratio_level=rl.ratio_level, max_len=rl.max_len or n,
+        clip_ratio_c=rl.clip_ratio_c)
+    if rl.balance_loss_coef and aux:
+      balance = aux["balance_loss"].sum()
+      loss = loss + rl.balance_loss_coef * balance
+      metrics = {**metrics, "balance_loss": balance}
+    return loss, (metrics, aux)
+
+  return loss_fn
+
+
+def make_grpo_update(cfg: ModelConfig, rl: GRPOConfig, tx: optax.GradientTransformation, *, mesh=None,
+                     rules="fsdp_tp", donate: bool = True):
+  """The jitted GRPO minibatch update: `update(state, batch) -> (state, metrics)`."""
+  return make_update(cfg, tx, grpo_objective(cfg, rl), router_bias_rate=rl.router_bias_rate, mesh=mesh,
+                     rules=rules, donate=donate)
+
+
+def make_logprob_fn(cfg: ModelConfig, temperature: float = 1.0, *, mesh=None, rules="fsdp_tp"):
+  """Jitted `logprob_fn(variables, tokens, attention_mask, num_completion) -> f32[S, N]` (reference pass)."""
+  fn = jax.jit(lambda v, t, m, n: sequence_logprobs(cfg, v, t, m, n, temperature)[0], static_argnums=3)
+
+  def logprob_fn(variables, tokens, attention_mask, num_completion: int):
+    with mesh_rules(mesh, rules):
+      return fn(variables, tokens, attention_mask, num_completion)
+
+  return logprob_fn
+
+
+def minibatches(batch: dict, num_minibatches: int, rng: np.random.Generator | None = None):
+  """Splits a rollout batch into `num_minibatches` equal parts along axis 0 (shuffled when rng is given)."""
+  s = batch["advantages"].shape[0]
+  if s % num_minibatches:
+    raise ValueError(f"rollout of {s} sequences is not divisible into num_minibatches={num_minibatches}")
+  order = np.arange(s) if rng is None else rng.permutation(s)
+  size = s // num_minibatches
+  for i in range(num_minibatches):
+    idx = order[i * size:(i + 1) * size]
+    yield {k: (v[idx] if v is not None else None) for k, v in batch.items()}
+
+
+def grpo_update_rollout(update, state, batch: dict, rl: GRPOConfig, rng: np.random.Generator | None = None):
+  """mu epochs x minibatches of `update` over one rollout. Returns (state, list of per-update metrics)."""
+  history = []
+  for _ in range(rl.num_iterations):
+    for mb in minibatches(batch, rl.num_minibatches, rng):
+      state, metrics = update(state, mb)
+      history.append(metrics)
+  return state, history

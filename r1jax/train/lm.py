@@ -1,0 +1,54 @@
+"""Next-token LM / SFT objective and step: packed sequences, completion-only masks, MoE balance terms.
+
+A packed batch (from r1jax.data.packed_lm_batches) is a dict of int32[B, T] arrays:
+  tokens, targets (already shifted; no target crosses a segment boundary), loss_mask (aligned with
+  targets: 0 on padding, and on prompts for SFT), segment_ids (0 = padding), positions (restart per segment).
+Attention never crosses segments: the model masks keys of other segment ids.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import optax
+
+from r1jax.model.config import ModelConfig
+from r1jax.model.transformer import apply_model
+from r1jax.train.losses import lm_loss
+from r1jax.train.step import make_update
+
+
+@dataclasses.dataclass(frozen=True)
+class LMConfig:
+  router_bias_rate: float = 1e-3       # aux-loss-free balancing speed gamma (DeepSeek-V3 pretraining: 1e-3)
+  balance_loss_coef: float = 1e-4      # sequence-wise balance loss alpha (DeepSeek-V3: 1e-4)
+
+  def __post_init__(self):
+    for name in ("router_bias_rate", "balance_loss_coef"):
+      if getattr(self, name) < 0:
+        raise ValueError(f"LMConfig.{name}={getattr(self, name)!r}: must be >= 0")
+
+
+def lm_objective(cfg: ModelConfig, lm: LMConfig):
+  """loss_fn(variables, batch) -> (loss, (metrics, aux)) for make_update."""
+
+  def loss_fn(variables, batch):
+    segment_ids = batch.get("segment_ids")
+    mask = (segment_ids > 0) if segment_ids is not None else None
+    out = apply_model(cfg, variables, batch["tokens"], attention_mask=mask, positions=batch.get("positions"),
+                      segment_ids=segment_ids)
+    loss, metrics = lm_loss(out.logits, batch["targets"], batch["loss_mask"])
+    metrics = dict(metrics)
+    if out.aux and lm.balance_loss_coef:
+      balance = out.aux["balance_loss"].sum()
+      loss = loss + lm.balance_loss_coef * balance
+      metrics["balance_loss"] = balance
+    return loss, (metrics, out.aux)
+
+  return loss_fn
+
+
+def make_lm_update(cfg: ModelConfig, lm: LMConfig, tx: optax.GradientTransformation, *, mesh=None,
+                   rules="fsdp_tp", donate: bool = True):
+  """The jitted LM/SFT update `update(state, batch) -> (state, metrics)`."""
+  return make_update(cfg, tx, lm_objective(cfg, lm), router_bias_rate=lm.router_bias_rate, mesh=mesh,
+                     rules=rules, donate=donate)
