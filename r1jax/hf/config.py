@@ -157,6 +157,8 @@ def _deepseek_v3(hf: Mapping[str, Any]) -> dict:
 
 def _gqa(hf: Mapping[str, Any], mt: str) -> dict:
   _check_no_sliding_window(hf, mt)
+  if hf.get("use_mrope"):
+    _unsupported(mt, "use_mrope", hf["use_mrope"], "multimodal RoPE is not implemented")
   out = _common(hf, mt)
   out.update(attention="gqa", num_key_value_heads=hf.get("num_key_value_heads") or hf["num_attention_heads"],
              head_dim=hf.get("head_dim"), rope_interleave=False)

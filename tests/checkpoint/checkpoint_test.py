@@ -133,9 +133,10 @@ def test_async_save_completes_after_wait_and_allows_donation(tmp_path):
   ckpt.wait()
   assert [p.name for p in tmp_path.iterdir() if "tmp" in p.name] == []
   assert (tmp_path / "1").is_dir()
-  state, _ = CheckpointManager(tmp_path).restore(1)
-  np.testing.assert_array_equal(state["x"], expected)
   ckpt.close()
+  with CheckpointManager(tmp_path) as reader:
+    state, _ = reader.restore(1)
+  np.testing.assert_array_equal(state["x"], expected)
 
 
 def test_restore_onto_another_mesh_shape(tmp_path, variables):
@@ -146,7 +147,8 @@ def test_restore_onto_another_mesh_shape(tmp_path, variables):
   target = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
                         variables, shardings_b)
 
-  restored, _ = CheckpointManager(tmp_path).restore(target=target)
+  with CheckpointManager(tmp_path) as ckpt:
+    restored, _ = ckpt.restore(target=target)
 
   _assert_trees_equal(restored, variables)
   for got, want in zip(jax.tree.leaves(restored), jax.tree.leaves(shardings_b)):

@@ -106,17 +106,26 @@ def _assert_trees_equal(a, b):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+_FAMILIES: dict = {}
+
+
+def _family(name, tmp_path_factory):
+  """A tiny HF model of one family, saved with save_pretrained, its reference logits and the r1jax load
+  (built once per test session)."""
+  if name not in _FAMILIES:
+    model = _hf_model(name)
+    path = tmp_path_factory.mktemp(name)
+    model.save_pretrained(path)
+    batch = _batch()
+    cfg, params = hf.load(path)
+    _FAMILIES[name] = dict(name=name, model=model, path=path, batch=batch, ref=_hf_logits(model, *batch),
+                           cfg=cfg, params=params)
+  return _FAMILIES[name]
+
+
 @pytest.fixture(scope="module", params=FAMILIES)
 def family(request, tmp_path_factory):
-  """A tiny HF model of one family, saved with save_pretrained, its reference logits and the r1jax load."""
-  name = request.param
-  model = _hf_model(name)
-  path = tmp_path_factory.mktemp(name)
-  model.save_pretrained(path)
-  batch = _batch()
-  cfg, params = hf.load(path)
-  return dict(name=name, model=model, path=path, batch=batch, ref=_hf_logits(model, *batch), cfg=cfg,
-              params=params)
+  return _family(request.param, tmp_path_factory)
 
 
 # ------------------------------------------------------------------------------------------------ parity
@@ -138,8 +147,14 @@ def test_save_round_trip_through_transformers(family, tmp_path):
   _assert_trees_equal(params2, family["params"])
 
 
-def test_greedy_generation_matches_transformers(family):
+# The sampler compiles a prefill and a decode loop per family (10-20 s each on 2 shared cores).
+# deepseek_v3 (MLA absorbed decode + MoE) and qwen2 (GQA cache, biases, tied head) run in the fast suite;
+# qwen3 and qwen3_moe add only q/k norm and softmax routing, already covered by the logits tests.
+@pytest.mark.parametrize("name", ["deepseek_v3", "qwen2", pytest.param("qwen3", marks=pytest.mark.slow),
+                                  pytest.param("qwen3_moe", marks=pytest.mark.slow)])
+def test_greedy_generation_matches_transformers(name, tmp_path_factory):
   from r1jax.sampling import sample
+  family = _family(name, tmp_path_factory)
   rng = np.random.default_rng(1)
   prompt = rng.integers(2, VOCAB, (2, 8))
   pmask = np.ones_like(prompt)
@@ -221,7 +236,7 @@ def test_dequantize_fp8_128_blocks_trims_padding():
   out = hf.dequantize_fp8(q, scale)
   expected = q.astype(np.float32) * np.kron(scale, np.ones((128, 128), np.float32))[:300, :200]
   np.testing.assert_array_equal(out, expected)
-  np.testing.assert_allclose(out, w.numpy(), rtol=0.07, atol=1e-6)     # e4m3 keeps 3 mantissa bits
+  np.testing.assert_allclose(out, w.numpy(), rtol=0.07, atol=1e-4)     # e4m3: 3 mantissa bits, subnormals
 
 
 def test_fp8_checkpoint_dequantised_on_load(deepseek, tmp_path):
@@ -251,12 +266,12 @@ def test_mtp_layer_skipped(deepseek, tmp_path):
   state, n, d = dict(deepseek["state"]), cfg.num_hidden_layers, cfg.hidden_size
   for name, v in deepseek["state"].items():       # a full decoder layer at index num_hidden_layers ...
     if name.startswith("model.layers.1."):
-      state[name.replace("model.layers.1.", f"model.layers.{n}.")] = v
+      state[name.replace("model.layers.1.", f"model.layers.{n}.")] = v.clone()
   state.update({f"model.layers.{n}.enorm.weight": torch.ones(d), f"model.layers.{n}.hnorm.weight": torch.ones(d),
                 f"model.layers.{n}.eh_proj.weight": torch.zeros(d, 2 * d),     # ... plus the MTP extras
                 f"model.layers.{n}.shared_head.norm.weight": torch.ones(d),
-                f"model.layers.{n}.shared_head.head.weight": state["lm_head.weight"],
-                f"model.layers.{n}.embed_tokens.weight": state["model.embed_tokens.weight"]})
+                f"model.layers.{n}.shared_head.head.weight": state["lm_head.weight"].clone(),
+                f"model.layers.{n}.embed_tokens.weight": state["model.embed_tokens.weight"].clone()})
   cfg2, params2 = hf.load(_write(tmp_path / "mtp", state, deepseek["path"], {"num_nextn_predict_layers": 1}))
   assert cfg2 == cfg
   _assert_trees_equal(params2, deepseek["params"])

@@ -1,0 +1,254 @@
+"""The RL stage: GRPO with rule rewards (R1-Zero), resumable, with dynamic sampling and evaluation.
+
+    variables = run_rl_stage(model_cfg, stage_cfg, init_variables=base, tokenizer=tok,
+                             train_examples=train, eval_examples=test, workdir="runs/r1_zero/rl")
+
+One step: B prompts from Grain -> sampler (prefill once, G samples each) -> decode -> rewards (Python)
+-> group advantages -> [dynamic sampling: drop zero-variance groups, refill, bounded] -> reference
+log-probs (beta > 0) -> mu epochs x minibatches of the jitted update -> metrics -> eval / checkpoint.
+The reference model is the initial policy, optionally reset to the current policy every N steps (R1).
+Every random choice derives from (seed, step), so a resumed run repeats the same trajectory.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Any, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from r1jax.checkpoint import CheckpointManager
+from r1jax.data.pipeline import prompt_batches
+from r1jax.data.templates import get_template, response_prefix
+from r1jax.eval.evaluate import EvalConfig, decode_completions, evaluate
+from r1jax.model.config import ModelConfig
+from r1jax.rewards import combine
+from r1jax.rl.advantages import group_advantages, zero_variance_groups
+from r1jax.rl.step import GRPOConfig, grpo_update_rollout, make_grpo_update, make_logprob_fn
+from r1jax.sampling import sample
+from r1jax.train.optim import OptimConfig, make_optimizer
+from r1jax.train.stage import _from_state_dict, _state_dict
+from r1jax.train.state import create_train_state
+from r1jax.train.step import check_finite
+from r1jax.train.writers import MetricsWriter, Preemption
+
+
+@dataclasses.dataclass(frozen=True)
+class RLStageConfig:
+  num_steps: int = 40
+  batch_size: int = 8                  # B prompts per step
+  group_size: int = 8                  # G completions per prompt
+  max_prompt_len: int = 32
+  max_new_tokens: int = 48
+  top_k: int = 0
+  top_p: float = 1.0
+  template: str = "compact"
+  reward_weights: tuple = (("accuracy", 1.0), ("format", 0.2))
+  reward_options: tuple = ()           # ((reward name, ((option, value), ...)), ...)
+  advantage_scale: str = "group"       # "group" (GRPO) | "batch" | "none" (Dr.GRPO)
+  dynamic_sampling: bool = True        # DAPO: drop zero-variance groups and refill the batch
+  max_refills: int = 2                 # extra rollouts per step for dynamic sampling (bounded)
+  ref_reset_every: int = 0             # reset the reference to the current policy every N steps (0: never)
+  eval_every: int = 0                  # 0: evaluate only at the end
+  log_every: int = 1
+  checkpoint_every: int = 10
+  keep: int = 2
+  seed: int = 0
+  grpo: GRPOConfig = GRPOConfig()
+  optim: OptimConfig = OptimConfig(learning_rate=1e-4, warmup_steps=0, total_steps=40, schedule="constant")
+  eval: EvalConfig = EvalConfig()
+
+  def __post_init__(self):
+    for name in ("num_steps", "batch_size", "max_prompt_len", "max_new_tokens", "log_every",
+                 "checkpoint_every", "keep"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"RLStageConfig.{name}={getattr(self, name)!r}: must be >= 1")
+    if self.group_size < 2:
+      raise ValueError(f"RLStageConfig.group_size={self.group_size!r}: GRPO needs G >= 2 samples per prompt")
+    if (self.batch_size * self.group_size) % self.grpo.num_minibatches:
+      raise ValueError(f"RLStageConfig.batch_size * group_size = {self.batch_size * self.group_size} is not "
+                       f"divisible by grpo.num_minibatches={self.grpo.num_minibatches}")
+    if self.max_refills < 0 or self.ref_reset_every < 0 or self.eval_every < 0:
+      raise ValueError("RLStageConfig.max_refills, ref_reset_every and eval_every must be >= 0")
+    if self.advantage_scale not in ("group", "batch", "none"):
+      raise ValueError(f"RLStageConfig.advantage_scale={self.advantage_scale!r}: must be group|batch|none")
+    from r1jax.rewards import REWARDS
+    for name, w in self.reward_weights:
+      if name not in REWARDS:
+        raise ValueError(f"RLStageConfig.reward_weights: unknown reward {name!r}; known: {sorted(REWARDS)}")
+
+
+# ------------------------------------------------------------------------------------------ rollout
+def _rollout(cfg, variables, tokenizer, batch, sc: RLStageConfig, key, prefix: str, weights: Mapping,
+             options: Mapping):
+  """Samples G completions per prompt and scores them. Returns a dict of host arrays + reward parts."""
+  g = sc.group_size
+  out = sample(cfg, variables, batch["prompt_tokens"], batch["prompt_mask"], rng=key, num_samples=g,
+               max_new_tokens=sc.max_new_tokens, temperature=sc.grpo.temperature, top_k=sc.top_k, top_p=sc.top_p,
+               eos_id=tokenizer.eos_id, stop_ids=tuple(tokenizer.stop_ids), pad_id=tokenizer.pad_id)
+  texts = decode_completions(tokenizer, out.tokens, out.mask)
+  examples = [ex for ex in batch["examples"] for _ in range(g)]
+  totals, parts = [], {name: [] for name in weights}
+  for text, ex in zip(texts, examples):
+    total, p = combine(prefix + text, ex, weights, options=options)
+    totals.append(total)
+    for name in weights:
+      parts[name].append(p.get(name, 0.0))
+  return {
+      "prompt_tokens": np.repeat(np.asarray(batch["prompt_tokens"]), g, axis=0),
+      "prompt_mask": np.repeat(np.asarray(batch["prompt_mask"]), g, axis=0),
+      "tokens": np.asarray(out.tokens), "mask": np.asarray(out.mask), "logprobs": np.asarray(out.logprobs),
+      "lengths": np.asarray(out.lengths), "truncated": np.asarray(out.truncated),
+      "rewards": np.asarray(totals, np.float32), "parts": {k: np.asarray(v, np.float32) for k, v in parts.items()},
+      "texts": texts,
+  }
+
+
+def _select_groups(r: dict, groups: np.ndarray, g: int) -> dict:
+  rows = (groups[:, None] * g + np.arange(g)[None]).reshape(-1)
+  pick = lambda v: v[rows] if isinstance(v, np.ndarray) else [v[i] for i in rows]
+  return {k: ({n: pick(x) for n, x in v.items()} if isinstance(v, dict) else pick(v)) for k, v in r.items()}
+
+
+def _concat(a: dict | None, b: dict) -> dict:
+  if a is None:
+    return b
+  cat = lambda x, y: np.concatenate([x, y]) if isinstance(x, np.ndarray) else x + y
+  return {k: ({n: cat(a[k][n], b[k][n]) for n in b[k]} if isinstance(b[k], dict) else cat(a[k], b[k]))
+          for k in b}
+
+
+def _train_batch(r: dict, advantages: np.ndarray, active: np.ndarray) -> dict:
+  """The update's batch: prompt + completion tokens, masks, sampler log-probs and advantages."""
+  comp_mask = r["mask"] * active[:, None]
+  return {
+      "tokens": jnp.asarray(np.concatenate([r["prompt_tokens"], r["tokens"]], 1)),
+      "attention_mask": jnp.asarray(np.concatenate([r["prompt_mask"], r["mask"]], 1)),
+      "completion_mask": jnp.asarray(comp_mask.astype(np.int32)),
+      "old_logp": jnp.asarray(r["logprobs"]),
+      "advantages": jnp.asarray(advantages * active),
+  }
+
+
+# ------------------------------------------------------------------------------------------ the stage
+def run_rl_stage(model_cfg: ModelConfig, sc: RLStageConfig, *, init_variables: dict, tokenizer,
+                 train_examples: Any, eval_examples: Sequence[Mapping] | None, workdir: str,
+                 verbose: bool = True) -> dict:
+  """Runs GRPO from `init_variables`; returns the final variables. Resumes from workdir/checkpoints."""
+  # --- setup
+  template = get_template(sc.template)
+  prefix = response_prefix(template)
+  weights = dict(sc.reward_weights)
+  options = {name: dict(opts) for name, opts in sc.reward_options}
+  tx = make_optimizer(sc.optim)
+  update = make_grpo_update(model_cfg, sc.grpo, tx)
+  ref_logprobs = make_logprob_fn(model_cfg, sc.grpo.temperature)
+  data = prompt_batches(train_examples, tokenizer, template, batch_size=sc.batch_size,
+                        max_prompt_len=sc.max_prompt_len, seed=sc.seed)
+  ckpt = CheckpointManager(os.path.join(workdir, "checkpoints"), max_to_keep=sc.keep)
+  writer = MetricsWriter(os.path.join(workdir, "metrics.jsonl"), echo_every=sc.log_every if verbose else 0,
+                         total_steps=sc.num_steps, name="grpo")
+  base_key = jax.random.key(sc.seed)
+  g = sc.group_size
+
+  # --- restore
+  state = create_train_state(init_variables, tx)
+  ref = {"params": state.params, "router_bias": state.router_bias}
+  start = ckpt.latest_step()
+  if start is not None:
+    template_tree = {"state": _state_dict(state), "ref": ref}
+    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), template_tree)
+    restored, _ = ckpt.restore(start, target=target, data_iter=data if start < sc.num_steps else None)
+    state, ref = _from_state_dict(restored["state"]), restored["ref"]
+    writer.truncate_after(start)
+  step = start if start is not None else 0     # RL steps (one rollout each), not optimizer updates
+
+  # --- loop
+  preempt = Preemption()
+  with preempt.active():
+    while step < sc.num_steps:
+      t0 = time.time()
+      key = jax.random.fold_in(base_key, step)
+      kept, tries, total_groups, zero_groups, first = None, 0, 0, 0, None
+      while True:
+        batch = next(data)
+        r = _rollout(model_cfg, state.variables(), tokenizer, batch, sc, jax.random.fold_in(key, tries), prefix,
+                     weights, options)
+        first = r if first is None else first
+        zv = np.asarray(zero_variance_groups(jnp.asarray(r["rewards"]), g))
+        total_groups += len(zv)
+        zero_groups += int(zv.sum())
+        if not sc.dynamic_sampling:
+          kept = r
+          break
+        kept = _concat(kept, _select_groups(r, np.flatnonzero(~zv), g))
+        tries += 1
+        if len(kept["rewards"]) >= sc.batch_size * g or tries > sc.max_refills:
+          break
+      t_rollout = time.time() - t0
+
+      # Fixed shapes for the jitted update: exactly B groups. Under dynamic sampling, missing groups are
+      # filled with inactive rows (zero completion mask and advantage) so they contribute nothing.
+      n_keep = min(len(kept["rewards"]) // g, sc.batch_size)
+      active = np.ones(sc.batch_size * g, np.float32)
+      if n_keep < sc.batch_size:
+        filler = _select_groups(first, np.arange(sc.batch_size - n_keep), g)
+        kept = _concat(_select_groups(kept, np.arange(n_keep), g) if n_keep else None, filler)
+        active[n_keep * g:] = 0.0
+      else:
+        kept = _select_groups(kept, np.arange(sc.batch_size), g)
+      adv = np.asarray(group_advantages(jnp.asarray(kept["rewards"]), g, scale=sc.advantage_scale))
+
+      t1 = time.time()
+      train_batch = _train_batch(kept, adv, active)
+      if sc.grpo.beta > 0:
+        train_batch["ref_logp"] = ref_logprobs(ref, train_batch["tokens"], train_batch["attention_mask"],
+                                               sc.max_new_tokens)
+      t_ref = time.time() - t1
+      t2 = time.time()
+      if n_keep > 0:
+        state, history = grpo_update_rollout(update, state, train_batch, sc.grpo,
+                                             rng=np.random.default_rng([sc.seed, step]))
+        upd = {k: float(np.mean([float(h[k]) for h in history])) for k in history[0]}
+      else:
+        upd = {}
+      t_update = time.time() - t2
+      step += 1
+      if upd:
+        check_finite(upd, step)
+      if sc.ref_reset_every and step % sc.ref_reset_every == 0:
+        ref = {"params": state.params, "router_bias": state.router_bias}
+
+      # --- metrics (over the first rollout of the step: the policy as sampled, before filtering)
+      m = {
+          "reward": float(first["rewards"].mean()),
+          **{f"reward_{k}": float(v.mean()) for k, v in first["parts"].items()},
+          "accuracy": float(first["parts"].get("accuracy", np.zeros(1)).mean()),
+          "format": float(first["parts"].get("format", np.zeros(1)).mean()),
+          "length": float(first["lengths"].mean()), "length_max": float(first["lengths"].max()),
+          "truncated": float(first["truncated"].mean()),
+          "zero_variance_groups": zero_groups / max(total_groups, 1),
+          "groups_trained": float(n_keep), "rollouts": float(max(tries, 1)),
+          "time_rollout_s": t_rollout, "time_ref_s": t_ref, "time_update_s": t_update,
+          "time_step_s": time.time() - t0,
+          **{k: v for k, v in upd.items() if k in ("loss", "pg_loss", "kl", "clip_frac_low", "clip_frac_high",
+                                                   "entropy_proxy", "ratio_mean", "grad_norm",
+                                                   "expert_maxvio_mean", "expert_maxvio_max")},
+      }
+      if step % sc.log_every == 0 or step == sc.num_steps:
+        writer.write(step, m)
+      # --- eval / checkpoint
+      if eval_examples is not None and sc.eval_every and step % sc.eval_every == 0 and step < sc.num_steps:
+        rep = evaluate(model_cfg, state.variables(), tokenizer, eval_examples, sc.eval, template=sc.template)
+        writer.write(step, {k: v for k, v in rep.items() if k != "samples"}, kind="eval")
+      if step % sc.checkpoint_every == 0 or step == sc.num_steps or preempt.requested:
+        ckpt.save(step, {"state": _state_dict(state), "ref": ref}, data_iter=data, metadata={"stage": "rl"},
+                  force=True)
+      if preempt.requested:
+        break
+  ckpt.wait()
+  ckpt.close()
+  return state.variables()

@@ -1,0 +1,127 @@
+"""The LM stage: pretraining or SFT on packed sequences, resumable, with progress and checkpoints.
+
+    variables = run_lm_stage(model_cfg, stage_cfg, examples=..., tokenizer=tok, workdir="runs/x/pretrain")
+
+Sections (as in big_vision's train.py): setup, restore, loop, checkpoint. Rerunning the same call after a
+kill resumes from the last checkpoint at the exact next batch; a finished stage just loads its result.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from r1jax.checkpoint import CheckpointManager
+from r1jax.data.pipeline import packed_lm_batches
+from r1jax.model.config import ModelConfig
+from r1jax.model.transformer import init_params
+from r1jax.sharding.mesh import batch_sharding
+from r1jax.train.lm import LMConfig, make_lm_update
+from r1jax.train.optim import OptimConfig, make_optimizer
+from r1jax.train.state import TrainState, create_train_state
+from r1jax.train.step import check_finite
+from r1jax.train.writers import MetricsWriter, Preemption
+
+
+@dataclasses.dataclass(frozen=True)
+class LMStageConfig:
+  num_steps: int = 200
+  batch_size: int = 16               # packed rows per step
+  seq_len: int = 256                 # positions per packed row
+  template: str = "compact"          # renders {"question"} SFT records without "prompt"
+  seed: int = 0
+  log_every: int = 10
+  checkpoint_every: int = 100
+  keep: int = 2
+  lm: LMConfig = LMConfig()
+  optim: OptimConfig = OptimConfig()
+
+  def __post_init__(self):
+    for name in ("num_steps", "batch_size", "seq_len", "log_every", "checkpoint_every", "keep"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"LMStageConfig.{name}={getattr(self, name)!r}: must be >= 1")
+
+
+def _state_dict(state: TrainState) -> dict:
+  return {"step": state.step, "params": state.params, "router_bias": state.router_bias,
+          "opt_state": state.opt_state}
+
+
+def _from_state_dict(d: dict) -> TrainState:
+  return TrainState(step=d["step"], params=d["params"], router_bias=d["router_bias"], opt_state=d["opt_state"])
+
+
+def device_batch(batch: dict, mesh=None) -> dict:
+  """Numeric numpy arrays of a host batch -> jax arrays (sharded on the batch axis under a mesh)."""
+  out = {}
+  for k, v in batch.items():
+    if isinstance(v, np.ndarray) and v.dtype != object:
+      out[k] = jax.device_put(v, batch_sharding(mesh, v.ndim)) if mesh is not None else jnp.asarray(v)
+  return out
+
+
+def run_lm_stage(model_cfg: ModelConfig, sc: LMStageConfig, *, examples: Any, tokenizer, workdir: str,
+                 init_variables: dict | None = None, mesh=None, verbose: bool = True) -> dict:
+  """Trains next-token prediction on `examples` and returns the final model variables.
+
+  Args:
+    model_cfg: the architecture.
+    sc: stage config.
+    examples: texts / {"text"} (every target trained) or {"prompt","completion"} (completion-only loss).
+    tokenizer: any r1jax.data.Tokenizer.
+    workdir: checkpoints go to workdir/checkpoints, metrics to workdir/metrics.jsonl.
+    init_variables: starting variables (default: random init from sc.seed).
+    mesh: optional device mesh.
+  """
+  # --- setup
+  tx = make_optimizer(sc.optim)
+  update = make_lm_update(model_cfg, sc.lm, tx, mesh=mesh)
+  data = packed_lm_batches(examples, tokenizer, batch_size=sc.batch_size, seq_len=sc.seq_len, seed=sc.seed,
+                           template=sc.template)
+  ckpt = CheckpointManager(os.path.join(workdir, "checkpoints"), max_to_keep=sc.keep)
+  writer = MetricsWriter(os.path.join(workdir, "metrics.jsonl"), echo_every=sc.log_every if verbose else 0,
+                         total_steps=sc.num_steps, name="lm")
+
+  def init_state():
+    variables = init_variables if init_variables is not None else \
+        init_params(model_cfg, jax.random.key(sc.seed), mesh=mesh)
+    return create_train_state(variables, tx)
+
+  # --- restore
+  state = init_state()
+  start = ckpt.latest_step()
+  if start is not None:
+    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+                          _state_dict(state))
+    restored, _ = ckpt.restore(start, target=target, data_iter=data if start < sc.num_steps else None)
+    state = _from_state_dict(restored)
+    writer.truncate_after(start)
+  step = int(state.step)
+
+  # --- loop
+  preempt = Preemption()
+  with preempt.active():
+    t_last = time.time()
+    while step < sc.num_steps:
+      batch = device_batch(next(data), mesh)
+      state, metrics = update(state, batch)
+      step += 1
+      check_finite(metrics, step)      # before any save: a NaN step never reaches a checkpoint
+      if step % sc.log_every == 0 or step == sc.num_steps:
+        now = time.time()
+        metrics = {**jax.device_get(metrics), "step_time_s": (now - t_last) / sc.log_every}
+        t_last = now
+        writer.write(step, metrics)
+      # --- checkpoint
+      if step % sc.checkpoint_every == 0 or step == sc.num_steps or preempt.requested:
+        ckpt.save(step, _state_dict(state), data_iter=data, metadata={"stage": "lm"}, force=True)
+      if preempt.requested:
+        break
+  ckpt.wait()
+  ckpt.close()
+  return state.variables()

@@ -1,0 +1,95 @@
+"""Run bookkeeping shared by every stage: JSONL metrics, a console progress line, preemption signals."""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import signal
+import sys
+import time
+from typing import Any, Mapping
+
+import numpy as np
+
+
+def _scalar(v: Any):
+  try:
+    f = float(np.asarray(v))
+  except (TypeError, ValueError):
+    return v
+  return f if math.isfinite(f) else str(f)
+
+
+class MetricsWriter:
+  """Appends {"step": s, ...} records to `path` (JSON lines); `truncate_after(step)` on resume drops
+  records of steps that a killed run logged after its last checkpoint, so the log stays one trajectory."""
+
+  def __init__(self, path: str, *, echo_every: int = 0, total_steps: int | None = None, name: str = ""):
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    self.path, self.echo_every, self.total, self.name = path, echo_every, total_steps, name
+    self._t0, self._s0 = time.time(), None
+
+  def truncate_after(self, step: int) -> None:
+    if not os.path.exists(self.path):
+      return
+    with open(self.path) as f:
+      keep = [line for line in f if line.strip() and json.loads(line).get("step", -1) <= step]
+    with open(self.path + ".tmp", "w") as f:
+      f.writelines(keep)
+    os.replace(self.path + ".tmp", self.path)
+
+  def write(self, step: int, metrics: Mapping[str, Any], *, kind: str = "train") -> dict:
+    rec = {"step": int(step), "kind": kind, **{k: _scalar(v) for k, v in metrics.items()}}
+    with open(self.path, "a") as f:
+      f.write(json.dumps(rec) + "\n")
+    if kind == "train" and self.echo_every and (step % self.echo_every == 0 or step == self.total):
+      self._progress(step, rec)
+    return rec
+
+  def _progress(self, step: int, rec: Mapping[str, Any]) -> None:
+    if self._s0 is None:
+      self._s0, self._t0 = step - 1, time.time() - 1e-9
+    rate = (step - self._s0) / (time.time() - self._t0)
+    eta = (self.total - step) / rate if self.total and rate > 0 else float("nan")
+    bar = ""
+    if self.total:
+      done = int(30 * step / self.total)
+      bar = "[" + "#" * done + "." * (30 - done) + f"] {step}/{self.total}"
+    keys = [k for k in ("loss", "reward", "accuracy", "format", "length", "kl") if k in rec]
+    shown = " ".join(f"{k}={rec[k]:.4g}" for k in keys if isinstance(rec[k], float))
+    print(f"{self.name} {bar} {rate:.2f} it/s eta {eta:.0f}s {shown}", file=sys.stderr, flush=True)
+
+  def read(self, kind: str | None = None) -> list[dict]:
+    if not os.path.exists(self.path):
+      return []
+    with open(self.path) as f:
+      recs = [json.loads(line) for line in f if line.strip()]
+    return [r for r in recs if kind is None or r.get("kind") == kind]
+
+
+class Preemption:
+  """Catches SIGTERM/SIGINT while active: `requested` turns True and the loop saves and exits cleanly."""
+
+  def __init__(self):
+    self.requested = False
+    self._old = {}
+
+  def _handler(self, signum, frame):
+    del frame
+    self.requested = True
+    print(f"signal {signum}: saving a checkpoint and stopping", file=sys.stderr, flush=True)
+
+  @contextlib.contextmanager
+  def active(self):
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+      yield self
+      return
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      self._old[sig] = signal.signal(sig, self._handler)
+    try:
+      yield self
+    finally:
+      for sig, old in self._old.items():
+        signal.signal(sig, old)
