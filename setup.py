@@ -12,6 +12,7 @@ CORE = [
     "ml-collections>=1.1.0,<2",
     "absl-py>=2.0",
     "numpy>=1.26",
+    "matplotlib>=3.8",    # run reports (PNG curves)
     # LaTeX answer equivalence for MATH-style rewards (bounded by a process-pool deadline in r1jax.rewards).
     "math-verify[antlr4_13_2]>=0.7",
 ]

@@ -134,6 +134,10 @@ def _train_batch(r: dict, advantages: np.ndarray, active: np.ndarray) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ the stage
+def _copy(tree):
+  return jax.tree.map(jnp.copy, tree)
+
+
 def run_rl_stage(model_cfg: ModelConfig, sc: RLStageConfig, *, init_variables: dict, tokenizer,
                  train_examples: Any, eval_examples: Sequence[Mapping] | None, workdir: str,
                  verbose: bool = True) -> dict:
@@ -156,7 +160,7 @@ def run_rl_stage(model_cfg: ModelConfig, sc: RLStageConfig, *, init_variables: d
 
   # --- restore
   state = create_train_state(init_variables, tx)
-  ref = {"params": state.params, "router_bias": state.router_bias}
+  ref = _copy({"params": state.params, "router_bias": state.router_bias})   # update donates the state
   start = ckpt.latest_step()
   if start is not None:
     template_tree = {"state": _state_dict(state), "ref": ref}
@@ -220,7 +224,7 @@ def run_rl_stage(model_cfg: ModelConfig, sc: RLStageConfig, *, init_variables: d
       if upd:
         check_finite(upd, step)
       if sc.ref_reset_every and step % sc.ref_reset_every == 0:
-        ref = {"params": state.params, "router_bias": state.router_bias}
+        ref = _copy({"params": state.params, "router_bias": state.router_bias})
 
       # --- metrics (over the first rollout of the step: the policy as sampled, before filtering)
       m = {

@@ -31,6 +31,8 @@ def create_train_state(variables: dict, tx: optax.GradientTransformation) -> Tra
 
   Run under jit with sharded params, the optimizer moments inherit the parameters' shardings.
   """
+  # A copy: the update donates the state's buffers, which must not delete the caller's variables.
+  variables = jax.tree.map(jnp.copy, variables)
   params = variables["params"]
   mesh = _mesh_of(params)
   if mesh is None:

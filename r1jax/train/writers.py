@@ -28,7 +28,7 @@ class MetricsWriter:
   def __init__(self, path: str, *, echo_every: int = 0, total_steps: int | None = None, name: str = ""):
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     self.path, self.echo_every, self.total, self.name = path, echo_every, total_steps, name
-    self._t0, self._s0 = time.time(), None
+    self._t0, self._s0 = time.time(), None   # rate counts from construction (compilation included)
 
   def truncate_after(self, step: int) -> None:
     if not os.path.exists(self.path):
@@ -49,7 +49,7 @@ class MetricsWriter:
 
   def _progress(self, step: int, rec: Mapping[str, Any]) -> None:
     if self._s0 is None:
-      self._s0, self._t0 = step - 1, time.time() - 1e-9
+      self._s0 = step - 1
     rate = (step - self._s0) / (time.time() - self._t0)
     eta = (self.total - step) / rate if self.total and rate > 0 else float("nan")
     bar = ""

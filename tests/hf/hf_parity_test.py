@@ -20,7 +20,8 @@ transformers = pytest.importorskip("transformers")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
 from r1jax import hf  # noqa: E402
-from r1jax.model import forward, param_shardings  # noqa: E402
+from r1jax.hf import convert  # noqa: E402
+from r1jax.model import ModelConfig, forward, init_params, param_shardings  # noqa: E402
 from r1jax.sharding import make_mesh  # noqa: E402
 
 FAMILIES = ("deepseek_v3", "qwen2", "qwen3", "qwen3_moe")
@@ -168,6 +169,26 @@ def test_greedy_generation_matches_transformers(name, tmp_path_factory):
   out = sample(family["cfg"], family["params"], jnp.asarray(prompt), jnp.asarray(pmask), rng=jax.random.key(0),
                num_samples=1, max_new_tokens=16, greedy=True, eos_id=None)
   np.testing.assert_array_equal(np.asarray(out.tokens), ref)
+
+
+# r1jax-native configurations exported to HF: transformers' logits equal r1jax's. Each compiles its own
+# forward, so only the first is in the fast suite.
+@pytest.mark.parametrize("cfg", [
+    ModelConfig.preset("tiny_qwen3_moe", first_k_dense_replace=1, initializer_range=0.2),  # mlp_only_layers=[0]
+    pytest.param(ModelConfig.preset("tiny_qwen2", attention_bias=False, initializer_range=0.2),  # zero biases
+                 marks=pytest.mark.slow),
+    pytest.param(ModelConfig.preset("tiny", use_routing_bias=False, initializer_range=0.2),      # zero bias
+                 marks=pytest.mark.slow),
+    pytest.param(ModelConfig.preset("tiny", n_routed_experts=0, initializer_range=0.2),          # dense MLA
+                 marks=pytest.mark.slow),
+], ids=["qwen3_moe_first_dense", "qwen2_no_bias", "deepseek_no_routing_bias", "dense_mla"])
+def test_native_config_exports_to_transformers(cfg, tmp_path):
+  params = init_params(cfg, jax.random.key(0))
+  hf.save(tmp_path, cfg, params)
+  model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, attn_implementation="eager").eval()
+  tokens, mask, positions = (x[:, :24] for x in _batch(2))
+  _assert_close_on_real(_r1jax_logits(cfg, params, tokens, mask, positions),
+                        _hf_logits(model, tokens, mask, positions), mask)
 
 
 # ----------------------------------------------------------------------------------- checkpoint layouts
@@ -363,3 +384,15 @@ def test_no_checkpoint_files(tmp_path):
   (tmp_path / "pytorch_model.bin").write_bytes(b"")
   with pytest.raises(hf.CheckpointError, match=r"PyTorch \.bin checkpoints are not supported"):
     hf.load(tmp_path)
+
+
+def test_convert_hf_orbax_hf(deepseek, tmp_path):
+  convert.main(["--from_hf", str(deepseek["path"]), "--to_orbax", str(tmp_path / "orbax")])
+  cfg, params = convert.load_orbax(tmp_path / "orbax")
+  assert cfg == deepseek["cfg"]
+  _assert_trees_equal(params, deepseek["params"])
+  convert.main(["--from_orbax", str(tmp_path / "orbax"), "--to_hf", str(tmp_path / "hf")])
+  conf = json.loads((tmp_path / "hf" / "config.json").read_text())
+  assert (conf["model_type"], conf["bos_token_id"], conf["eos_token_id"]) == ("deepseek_v3", 0, 1)
+  assert (tmp_path / "hf" / "generation_config.json").exists()
+  _assert_trees_equal(hf.load(tmp_path / "hf")[1], deepseek["params"])

@@ -1,0 +1,46 @@
+"""Config sections -> frozen dataclasses, with errors that name the config path.
+
+Experiments keep every knob in an ml-collections ConfigDict; library code takes dataclasses. `build`
+converts one section at the boundary and validates it completely before anything is compiled:
+unknown keys, wrong types and bad values fail with the dotted path of the field (config.rl.grpo.beta).
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any, Mapping
+
+
+class ConfigFieldError(ValueError):
+  """A config field is unknown or has a bad value."""
+
+
+def _as_dict(section: Any) -> dict:
+  if hasattr(section, "to_dict"):
+    return section.to_dict()
+  if isinstance(section, Mapping):
+    return dict(section)
+  raise ConfigFieldError(f"expected a config section (dict), got {type(section).__name__}")
+
+
+def build(cls, section: Any, path: str):
+  """Builds dataclass `cls` from `section` (a dict / ConfigDict); nested dataclass fields recurse."""
+  values = _as_dict(section)
+  fields = {f.name: f for f in dataclasses.fields(cls)}
+  unknown = sorted(set(values) - set(fields))
+  if unknown:
+    raise ConfigFieldError(f"{path}: unknown key(s) {unknown}; known: {sorted(fields)}")
+  hints = typing.get_type_hints(cls)
+  kwargs = {}
+  for name, value in values.items():
+    hint = hints.get(name)
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+      kwargs[name] = build(hint, value, f"{path}.{name}")
+    elif isinstance(value, list):
+      kwargs[name] = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+    else:
+      kwargs[name] = value
+  try:
+    return cls(**kwargs)
+  except (ValueError, TypeError) as e:
+    raise ConfigFieldError(f"{path}: {e}") from e

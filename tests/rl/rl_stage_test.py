@@ -1,0 +1,134 @@
+"""The RL stage end to end on a tiny config: metrics, resume after SIGKILL, SIGTERM, dynamic sampling."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from r1jax.checkpoint import CheckpointManager
+from r1jax.config_utils import ConfigFieldError, build
+from r1jax.rl.loop import RLStageConfig, _select_groups
+
+sys.path.insert(0, os.path.dirname(__file__))
+import _rl_stage_setup as setup  # noqa: E402
+
+WORKER = os.path.join(os.path.dirname(__file__), "_rl_stage_setup.py")
+
+
+def _metrics(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def test_two_steps_end_to_end(tmp_path):
+  variables = setup.run(str(tmp_path), 2)
+  recs = _metrics(str(tmp_path))
+  assert [r["step"] for r in recs] == [1, 2]
+  for key in ("reward", "accuracy", "format", "length", "kl", "clip_frac_low", "clip_frac_high",
+              "zero_variance_groups", "expert_maxvio_mean", "time_rollout_s", "truncated"):
+    assert key in recs[-1], key
+  assert CheckpointManager(str(tmp_path / "checkpoints")).latest_step() == 2
+  assert set(variables) == {"params", "router_bias"}
+
+
+def _env():
+  env = dict(os.environ)
+  env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), env.get("PYTHONPATH", "")])
+  env["XLA_FLAGS"] = ""                       # one CPU device, like the in-process reference run
+  return env
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_repeats_the_trajectory(tmp_path):
+  straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
+  subprocess.run([sys.executable, WORKER, straight, "6"], check=True, env=_env(), timeout=600)
+  proc = subprocess.Popen([sys.executable, WORKER, killed, "6"], env=_env())
+  deadline = time.time() + 600
+  while time.time() < deadline:               # kill as soon as step 3 is logged (its save may be in flight)
+    if os.path.exists(os.path.join(killed, "metrics.jsonl")) and any(
+        r["step"] >= 3 for r in _metrics(killed)):
+      break
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert CheckpointManager(os.path.join(killed, "checkpoints")).latest_step() < 6
+  subprocess.run([sys.executable, WORKER, killed, "6"], check=True, env=_env(), timeout=600)
+
+  a, b = _metrics(straight), _metrics(killed)
+  assert [r["step"] for r in b] == [1, 2, 3, 4, 5, 6]
+  for ra, rb in zip(a[3:], b[3:]):
+    for k in ("reward", "loss", "kl", "accuracy", "length"):
+      assert ra[k] == rb[k], (ra["step"], k, ra[k], rb[k])
+  sa = CheckpointManager(os.path.join(straight, "checkpoints")).restore(6)[0]
+  sb = CheckpointManager(os.path.join(killed, "checkpoints")).restore(6)[0]
+  jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)),
+               sa["state"]["params"], sb["state"]["params"])
+
+
+@pytest.mark.slow
+def test_sigterm_leaves_a_restorable_checkpoint(tmp_path):
+  workdir = str(tmp_path / "term")
+  proc = subprocess.Popen([sys.executable, WORKER, workdir, "50"], env=_env())
+  deadline = time.time() + 600
+  while time.time() < deadline and not (os.path.exists(os.path.join(workdir, "metrics.jsonl"))
+                                         and _metrics(workdir)):
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGTERM)
+  assert proc.wait(timeout=300) == 0           # a clean exit, not a crash
+  ckpt = CheckpointManager(os.path.join(workdir, "checkpoints"))
+  step = ckpt.latest_step()
+  assert step is not None and step < 50
+  state, _ = ckpt.restore(step)
+  assert int(np.asarray(state["state"]["step"])) >= step
+
+
+def test_dynamic_sampling_drops_zero_variance_groups_and_terminates(tmp_path, monkeypatch):
+  import r1jax.rl.loop as loop
+  trained_rewards = []
+  real_update = loop.grpo_update_rollout
+
+  def spy(update, state, batch, rl, rng=None):
+    active = np.asarray(batch["completion_mask"]).sum(-1) > 0
+    adv = np.asarray(batch["advantages"])
+    trained_rewards.append((active, adv))
+    return real_update(update, state, batch, rl, rng)
+
+  monkeypatch.setattr(loop, "grpo_update_rollout", spy)
+  setup.run(str(tmp_path), 2, dynamic_sampling=True, max_refills=2)
+  recs = _metrics(str(tmp_path))
+  assert len(recs) == 2                                     # terminated: bounded refills
+  for r in recs:
+    assert r["rollouts"] <= 3
+  for active, adv in trained_rewards:                       # every active group has reward variance
+    g = 4
+    for grp in range(len(active) // g):
+      rows = slice(grp * g, (grp + 1) * g)
+      if active[rows].any():
+        assert np.abs(adv[rows]).max() > 0
+
+
+def test_select_groups_keeps_whole_groups():
+  r = {"rewards": np.arange(8.0), "texts": list("abcdefgh"), "parts": {"accuracy": np.arange(8.0)}}
+  out = _select_groups(r, np.array([1]), 4)
+  np.testing.assert_array_equal(out["rewards"], [4, 5, 6, 7])
+  assert out["texts"] == list("efgh")
+
+
+@pytest.mark.parametrize("overrides,fragment", [
+    (dict(group_size=1), "config.rl: RLStageConfig.group_size=1"),
+    (dict(batch_size=0), "RLStageConfig.batch_size=0"),
+    (dict(unknown_knob=3), "config.rl: unknown key(s) ['unknown_knob']"),
+    (dict(grpo=dict(beta=-1.0)), "config.rl.grpo: GRPOConfig.beta=-1.0"),
+    (dict(grpo=dict(kl_estimator="k9")), "GRPOConfig.kl_estimator='k9'"),
+    (dict(reward_weights=(("acuracy", 1.0),)), "unknown reward 'acuracy'"),
+    (dict(optim=dict(learning_rate=-1.0)), "OptimConfig.learning_rate=-1.0"),
+])
+def test_config_validates_before_compilation(overrides, fragment):
+  with pytest.raises(ConfigFieldError) as e:
+    build(RLStageConfig, {"num_steps": 2, **overrides}, "config.rl")
+  assert fragment in str(e.value)
