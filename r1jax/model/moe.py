@@ -101,16 +101,78 @@ def _dense(x_td, idx_tk, w_tk, token_mask_t, wg, wu, wd):
   return jnp.einsum("TED,TE->TD", y_ted.astype(jnp.float32), combine_te)
 
 
-def _sort(idx_tk, token_mask_t, e):
-  """Sorts token-slots by expert; padding goes to a null expert `e` at the end."""
+@jax.custom_vjp
+def _gather_rows(x_nd, idx_m, inv_idx_n):
+  """y[i] = x[idx[i]] (0 where idx[i] is out of range), for an injective `idx` whose inverse is `inv_idx`.
+
+  Both directions are gathers: the gradient w.r.t. x is g[inv_idx] instead of the scatter-add JAX would
+  derive, which XLA:CPU runs as a slow serial loop (MaxText sorts activations with a custom VJP too).
+  """
+  return jnp.take(x_nd, idx_m, axis=0, mode="fill", fill_value=0)
+
+
+def _gather_rows_fwd(x_nd, idx_m, inv_idx_n):
+  return _gather_rows(x_nd, idx_m, inv_idx_n), (idx_m, inv_idx_n)
+
+
+def _gather_rows_bwd(res, g_md):
+  idx_m, inv_idx_n = res
+  return jnp.take(g_md, inv_idx_n, axis=0, mode="fill", fill_value=0), None, None
+
+
+_gather_rows.defvjp(_gather_rows_fwd, _gather_rows_bwd)
+
+
+@jax.custom_vjp
+def _gather_experts(w_e, block_expert_n):
+  """w[block_expert] for expert weights; the gradient sums blocks per expert with a one-hot matmul."""
+  return w_e[block_expert_n]
+
+
+def _gather_experts_fwd(w_e, block_expert_n):
+  return w_e[block_expert_n], (block_expert_n, w_e.shape[0])
+
+
+def _gather_experts_bwd(res, g_n):
+  block_expert_n, e = res
+  onehot = jax.nn.one_hot(block_expert_n, e, dtype=g_n.dtype)
+  return jnp.einsum("NE,N...->E...", onehot, g_n), None
+
+
+_gather_experts.defvjp(_gather_experts_fwd, _gather_experts_bwd)
+
+
+def _slots(idx_tk, token_mask_t, e):
+  """Sorts the T*k token-slots by expert (padding to a null expert `e`, last).
+
+  Returns (e_flat int[T*k], order int[T*k] slots in expert order, counts int[E], rank_flat int[T*k]:
+  each slot's position within its expert's group).
+  """
   t, k = idx_tk.shape
   e_flat = jnp.where(token_mask_t[:, None] > 0, idx_tk, e).reshape(-1)
   order = jnp.argsort(e_flat, stable=True)
-  e_sorted = e_flat[order]
   counts = jnp.zeros((e + 1,), jnp.int32).at[e_flat].add(1)
   start = jnp.cumsum(counts) - counts
-  rank = jnp.arange(t * k, dtype=jnp.int32) - start[e_sorted]              # position within its expert
-  return order, e_sorted, counts[:e], rank
+  inv_order = jnp.zeros((t * k,), jnp.int32).at[order].set(jnp.arange(t * k, dtype=jnp.int32))
+  rank_flat = inv_order - start[e_flat]
+  return e_flat, order, counts[:e], rank_flat
+
+
+def _dispatch(x_td, k, row_of_slot, num_rows):
+  """Rows [num_rows, D] of expert inputs: slot f (token f // k) goes to row row_of_slot[f] (>= num_rows:
+  dropped). Returns (rows, slot_of_row) for the way back."""
+  tk = row_of_slot.shape[0]
+  slot_of_row = jnp.full((num_rows,), tk, jnp.int32).at[row_of_slot].set(
+      jnp.arange(tk, dtype=jnp.int32), mode="drop")
+  x_slots = jnp.repeat(x_td, k, axis=0)                                    # slot f holds token f // k
+  return _gather_rows(x_slots, slot_of_row, row_of_slot), slot_of_row
+
+
+def _combine(y_rows, row_of_slot, slot_of_row, w_tk):
+  """Expert outputs back to slots [T, k, D], summed with the routing weights in fp32."""
+  t, k = w_tk.shape
+  y_slots = _gather_rows(y_rows, row_of_slot, slot_of_row)
+  return jnp.einsum("TKD,TK->TD", y_slots.reshape(t, k, -1).astype(jnp.float32), w_tk)
 
 
 def auto_block_size(num_rows: int, num_experts: int) -> int:
@@ -123,50 +185,45 @@ def auto_block_size(num_rows: int, num_experts: int) -> int:
 def _sorted_dropless(x_td, idx_tk, w_tk, token_mask_t, wg, wu, wd, block):
   t, k = idx_tk.shape
   e, d = wg.shape[0], x_td.shape[1]
-  order, e_sorted, counts, rank = _sort(idx_tk, token_mask_t, e)
+  e_flat, _, counts, rank = _slots(idx_tk, token_mask_t, e)
   padded = (counts + block - 1) // block * block
   pend = jnp.cumsum(padded)
   pstart = jnp.concatenate([pend - padded, pend[-1:]])                      # null expert starts past the end
   rows = -(-(t * k + e * (block - 1)) // block) * block                     # static bound on padded rows
-  dst = jnp.where(e_sorted < e, pstart[e_sorted] + rank, rows)              # `rows` = out of bounds: dropped
-  x_rows = jnp.zeros((rows, d), x_td.dtype).at[dst].set(x_td[order // k], mode="drop")
+  row_of_slot = jnp.where(e_flat < e, pstart[e_flat] + rank, rows)
+  x_rows, slot_of_row = _dispatch(x_td, k, row_of_slot, rows)
   nb = rows // block
   block_expert = jnp.minimum(jnp.searchsorted(pend, jnp.arange(nb) * block, side="right"), e - 1)
-  y_blocks = _swiglu(x_rows.reshape(nb, block, d), wg[block_expert], wu[block_expert], wd[block_expert],
+  y_blocks = _swiglu(x_rows.reshape(nb, block, d), _gather_experts(wg, block_expert),
+                     _gather_experts(wu, block_expert), _gather_experts(wd, block_expert),
                      "NBD,NDF->NBF", "NBF,NFD->NBD")
-  y_sorted = y_blocks.reshape(rows, d).at[dst].get(mode="fill", fill_value=0)
-  return _combine(y_sorted, order, w_tk)
+  return _combine(y_blocks.reshape(rows, d), row_of_slot, slot_of_row, w_tk)
 
 
 def _sorted_capacity(x_td, idx_tk, w_tk, token_mask_t, wg, wu, wd, capacity):
   t, k = idx_tk.shape
   e, d = wg.shape[0], x_td.shape[1]
-  order, e_sorted, counts, rank = _sort(idx_tk, token_mask_t, e)
-  keep = (e_sorted < e) & (rank < capacity)
-  dst = jnp.where(keep, e_sorted * capacity + rank, e * capacity)
-  buf = jnp.zeros((e * capacity, d), x_td.dtype).at[dst].set(x_td[order // k], mode="drop")
-  buf = constrain(buf.reshape(e, capacity, d), ("expert", None, "act_embed"))
+  e_flat, _, _, rank = _slots(idx_tk, token_mask_t, e)
+  keep = (e_flat < e) & (rank < capacity)
+  row_of_slot = jnp.where(keep, e_flat * capacity + rank, e * capacity)
+  x_rows, slot_of_row = _dispatch(x_td, k, row_of_slot, e * capacity)
+  buf = constrain(x_rows.reshape(e, capacity, d), ("expert", None, "act_embed"))
   y_buf = _swiglu(buf, wg, wu, wd, "ECD,EDF->ECF", "ECF,EFD->ECD")
-  y_sorted = y_buf.reshape(e * capacity, d).at[dst].get(mode="fill", fill_value=0)
-  dropped = jnp.sum((e_sorted < e) & ~keep) / jnp.maximum(jnp.sum(e_sorted < e), 1)
-  return _combine(y_sorted, order, w_tk), dropped
+  dropped = jnp.sum((e_flat < e) & ~keep) / jnp.maximum(jnp.sum(e_flat < e), 1)
+  return _combine(y_buf.reshape(e * capacity, d), row_of_slot, slot_of_row, w_tk), dropped
 
 
 def _ragged(x_td, idx_tk, w_tk, token_mask_t, wg, wu, wd):
-  k, e = idx_tk.shape[1], wg.shape[0]
-  order, _, counts, _ = _sort(idx_tk, token_mask_t, e)
-  x_sorted = x_td[order // k]                                               # padding rows last, outside groups
+  t, k = idx_tk.shape
+  e = wg.shape[0]
+  e_flat, _, counts, rank = _slots(idx_tk, token_mask_t, e)
+  start = jnp.cumsum(counts) - counts
+  row_of_slot = jnp.where(e_flat < e, jnp.concatenate([start, jnp.zeros((1,), start.dtype)])[e_flat] + rank,
+                          t * k)
+  x_sorted, slot_of_row = _dispatch(x_td, k, row_of_slot, t * k)          # padding rows last, outside groups
   h = jax.nn.silu(jax.lax.ragged_dot(x_sorted, wg, counts)) * jax.lax.ragged_dot(x_sorted, wu, counts)
   y_sorted = jax.lax.ragged_dot(h, wd, counts)
-  y_sorted = jnp.where((jnp.arange(x_sorted.shape[0]) < counts.sum())[:, None], y_sorted, 0)
-  return _combine(y_sorted, order, w_tk)
-
-
-def _combine(y_sorted, order, w_tk):
-  """Un-sorts expert outputs back to [T, k, D] and sums them with the routing weights in fp32."""
-  t, k = w_tk.shape
-  y_flat = jnp.zeros_like(y_sorted).at[order].set(y_sorted)
-  return jnp.einsum("TKD,TK->TD", y_flat.reshape(t, k, -1).astype(jnp.float32), w_tk)
+  return _combine(y_sorted, row_of_slot, slot_of_row, w_tk)
 
 
 def expert_mlp(x_td, idx_tk, w_tk, token_mask_t, wg_edf, wu_edf, wd_efd, *, impl: str,
