@@ -89,6 +89,8 @@ def _rollout(cfg, variables, tokenizer, batch, sc: RLStageConfig, key, prefix: s
   out = sample(cfg, variables, batch["prompt_tokens"], batch["prompt_mask"], rng=key, num_samples=g,
                max_new_tokens=sc.max_new_tokens, temperature=sc.grpo.temperature, top_k=sc.top_k, top_p=sc.top_p,
                eos_id=tokenizer.eos_id, stop_ids=tuple(tokenizer.stop_ids), pad_id=tokenizer.pad_id)
+  jax.block_until_ready(out.tokens)
+  t_reward = time.time()
   texts = decode_completions(tokenizer, out.tokens, out.mask)
   examples = [ex for ex in batch["examples"] for _ in range(g)]
   totals, parts = [], {name: [] for name in weights}
@@ -103,7 +105,7 @@ def _rollout(cfg, variables, tokenizer, batch, sc: RLStageConfig, key, prefix: s
       "tokens": np.asarray(out.tokens), "mask": np.asarray(out.mask), "logprobs": np.asarray(out.logprobs),
       "lengths": np.asarray(out.lengths), "truncated": np.asarray(out.truncated),
       "rewards": np.asarray(totals, np.float32), "parts": {k: np.asarray(v, np.float32) for k, v in parts.items()},
-      "texts": texts,
+      "texts": texts, "time_reward_s": time.time() - t_reward,
   }
 
 
@@ -176,12 +178,13 @@ def run_rl_stage(model_cfg: ModelConfig, sc: RLStageConfig, *, init_variables: d
     while step < sc.num_steps:
       t0 = time.time()
       key = jax.random.fold_in(base_key, step)
-      kept, tries, total_groups, zero_groups, first = None, 0, 0, 0, None
+      kept, tries, total_groups, zero_groups, first, t_reward = None, 0, 0, 0, None, 0.0
       while True:
         batch = next(data)
         r = _rollout(model_cfg, state.variables(), tokenizer, batch, sc, jax.random.fold_in(key, tries), prefix,
                      weights, options)
         first = r if first is None else first
+        t_reward += r.pop("time_reward_s")
         zv = np.asarray(zero_variance_groups(jnp.asarray(r["rewards"]), g))
         total_groups += len(zv)
         zero_groups += int(zv.sum())
@@ -236,7 +239,7 @@ def run_rl_stage(model_cfg: ModelConfig, sc: RLStageConfig, *, init_variables: d
           "truncated": float(first["truncated"].mean()),
           "zero_variance_groups": zero_groups / max(total_groups, 1),
           "groups_trained": float(n_keep), "rollouts": float(max(tries, 1)),
-          "time_rollout_s": t_rollout, "time_ref_s": t_ref, "time_update_s": t_update,
+          "time_rollout_s": t_rollout - t_reward, "time_reward_s": t_reward, "time_ref_s": t_ref, "time_update_s": t_update,
           "time_step_s": time.time() - t0,
           **{k: v for k, v in upd.items() if k in ("loss", "pg_loss", "kl", "clip_frac_low", "clip_frac_high",
                                                    "entropy_proxy", "ratio_mean", "grad_norm",

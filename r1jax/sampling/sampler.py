@@ -195,13 +195,11 @@ def _sample_program(params, prompt_bp, mask_bp, rng, temperature, top_p, *, cfg:
     i, _, _, done_s, _, _ = carry
     return (i < n) & ~jnp.all(done_s)
 
-  hoisted = _hoist(params)
-
   def body(carry):
     i, cache, token_s, done_s, tokens_sn, logp_sn = carry
     # Finished rows still run (static shapes) but as padding: MoE dispatch skips them and their
     # cache slot stays invalid; their outputs are discarded.
-    step = apply_model(decode_cfg, _unhoist(hoisted), token_s[:, None], attention_mask=(~done_s)[:, None].astype(jnp.int32),
+    step = apply_model(decode_cfg, params, token_s[:, None], attention_mask=(~done_s)[:, None].astype(jnp.int32),
                        cache=cache, last_only=True)
     token_s, done_s, tokens_sn, logp_sn = sample_step(i, step.logits[:, -1], done_s, tokens_sn, logp_sn)
     return i + 1, _constrain_cache(step.cache), token_s, done_s, tokens_sn, logp_sn
@@ -216,33 +214,6 @@ def _sample_program(params, prompt_bp, mask_bp, rng, temperature, top_p, *, cfg:
   lengths = jnp.sum(mask_sn, axis=-1, dtype=jnp.int32)
   truncated = ~jnp.any(stop_sn & (mask_sn > 0), axis=-1)
   return SampleOutput(tokens_sn, logp_sn, mask_sn, lengths, truncated)
-
-
-import os
-_TRICK = os.environ.get("TRICK", "")
-
-
-def _map_moe(params, fn):
-  def visit(path, x):
-    name = path[-1].key if hasattr(path[-1], "key") else ""
-    if x.ndim == 3 and name in ("gate_proj", "up_proj") and "mlp" in str(path):
-      return fn(x)
-    return x
-  return jax.tree_util.tree_map_with_path(visit, params)
-
-
-def _hoist(params):
-  if _TRICK == "t":
-    return _map_moe(params, lambda w: jnp.transpose(w, (1, 0, 2)))
-  if _TRICK == "tb":
-    return jax.lax.optimization_barrier(_map_moe(params, lambda w: jnp.transpose(w, (1, 0, 2))))
-  return params
-
-
-def _unhoist(params):
-  if _TRICK in ("t", "tb"):
-    return _map_moe(params, lambda w: jnp.transpose(w, (1, 0, 2)))
-  return params
 
 
 def _constrain_cache(cache: dict) -> dict:
