@@ -8,6 +8,7 @@
 The task registry lives in the `r1jax.data.tasks` subpackage (`from r1jax.data import tasks`); it is
 not imported here so the tokenizer/pipeline API stays importable on its own.
 """
+from r1jax.data.hf_tokenizer import HFTokenizer
 from r1jax.data.jsonl import JsonlError, JsonlSource
 from r1jax.data.pipeline import (
     as_source,
@@ -36,7 +37,7 @@ from r1jax.data.tokenizer import (
 
 __all__ = [
     "ANSWER_CLOSE", "ANSWER_OPEN", "TAGS", "THINK_CLOSE", "THINK_OPEN",
-    "Tokenizer", "SentencePieceTokenizer",
+    "Tokenizer", "SentencePieceTokenizer", "HFTokenizer",
     "TEMPLATES", "PromptTemplate", "ChatTemplate", "get_template", "render_chat", "response_prefix",
     "JsonlSource", "JsonlError",
     "as_source", "prompt_batches", "prompt_dataset", "packed_lm_batches", "packed_lm_dataset",

@@ -268,7 +268,7 @@ class _EncodeLM(grain.experimental.FlatMapTransform):
 
   def _tokens_and_mask(self, x: Any) -> tuple[list[int], list[int]]:
     tok = self.tokenizer
-    bos = [tok.bos_id] if self.add_bos else []
+    bos = [tok.bos_id] if self.add_bos and tok.bos_id is not None else []   # Qwen has no BOS
     eos = [tok.eos_id] if self.add_eos else []
     if isinstance(x, str) or (isinstance(x, Mapping) and "text" in x):
       ids = bos + tok.encode(x if isinstance(x, str) else x["text"]) + eos

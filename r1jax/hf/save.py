@@ -29,7 +29,7 @@ import jax
 import numpy as np
 
 from r1jax.hf.config import infer_model_type, to_hf_config
-from r1jax.hf.load import SAFETENSORS_DTYPES, ExpertSpec, TensorSpec, iter_leaf_specs
+from r1jax.hf.load import SAFETENSORS_DTYPES, TensorSpec, iter_leaf_specs
 from r1jax.model.config import DTYPES, ModelConfig
 
 _CODE_OF = {v: k for k, v in SAFETENSORS_DTYPES.items()}

@@ -49,7 +49,7 @@ from r1jax.model.cache import init_cache, repeat_cache
 from r1jax.model.config import ModelConfig
 from r1jax.model.layers import constrain
 from r1jax.model.transformer import apply_model
-from r1jax.sharding.mesh import batch_sharding, mesh_rules
+from r1jax.sharding.mesh import mesh_rules
 
 DECODE_MOE_IMPLS = ("auto", "same", "dense", "sorted", "ragged")
 
@@ -65,13 +65,16 @@ class SampleOutput(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class _Options:
-  """Static (compile-time) sampling options: each distinct value compiles its own program."""
+  """Static (compile-time) sampling options: each distinct value compiles its own program.
+
+  Temperature, top_p's value and the stop ids are traced arguments instead, so changing them (an eval
+  at another temperature, another tokenizer's eos) reuses the compiled program.
+  """
   num_samples: int
   max_new_tokens: int
   greedy: bool
   top_k: int            # 0 = off (already clamped to the vocabulary)
   use_top_p: bool       # top_p < 1: the only case that needs a sort
-  stop_ids: tuple       # sorted, unique
   pad_id: int
   decode_moe_impl: str  # resolved: one of ModelConfig's MOE_IMPLS
 
@@ -150,27 +153,31 @@ def _choose(logits_sv: jax.Array, key: jax.Array, temperature: jax.Array, top_p:
   return token, jnp.take_along_axis(logp_sv, token[:, None], axis=-1)[:, 0]
 
 
-def _is_stop(token_s: jax.Array, stop_ids: tuple) -> jax.Array:
-  stop = jnp.zeros(token_s.shape, bool)
-  for s in stop_ids:  # a handful of static ids: cheaper than a gather-based isin
-    stop = stop | (token_s == s)
-  return stop
+def _is_stop(token: jax.Array, stop_k: jax.Array) -> jax.Array:
+  """bool[...]: token is one of the K stop ids (K may be 0)."""
+  return jnp.any(token[..., None] == stop_k, axis=-1)
 
 
 # ------------------------------------------------------------------------------------------ the program
-def _sample_program(params, prompt_bp, mask_bp, rng, temperature, top_p, *, cfg: ModelConfig,
-                    opts: _Options):
-  """The jitted body of `sample` (see there). Runs under `mesh_rules` when a mesh is given."""
+def _sample_program(params, prompt_bp, mask_bp, rng, temperature, top_p, stop_k, *, cfg: ModelConfig,
+                    opts: _Options, mesh, rules):
+  """The jitted body of `sample` (see there); traced under `mesh_rules(mesh, rules)`.
+
+  `mesh` and `rules` are unused here: they are static arguments so that jit's cache keys on them (flax
+  reads the logical-axis rules at trace time, which jit's cache does not see).
+  """
+  del mesh, rules
   b, p = prompt_bp.shape
   g, n = opts.num_samples, opts.max_new_tokens
   s = b * g
   prompt_bp = constrain(prompt_bp.astype(jnp.int32), ("batch", "seq"))
   mask_bp = constrain(mask_bp.astype(jnp.int32), ("batch", "seq"))
 
-  # 1. Prefill. The cache has P + N - 1 slots: N - 1 sampled tokens are fed back, the N-th is not.
+  # 1. Prefill [B, P] once. The cache has P + N - 1 slots: N - 1 sampled tokens are fed back, the
+  # N-th is not.
   cache = init_cache(cfg, b, p + n - 1)
   out = apply_model(cfg, params, prompt_bp, attention_mask=mask_bp, cache=cache, last_only=True)
-  # 2. Share the prompt's cache among its G samples.
+  # 2. Share the prompt's cache among its G samples: row b -> rows b*G .. b*G+G-1.
   cache = _constrain_cache(repeat_cache(out.cache, g))
   logits_sv = constrain(jnp.repeat(out.logits[:, -1], g, axis=0), ("batch", "vocab"))
 
@@ -179,17 +186,15 @@ def _sample_program(params, prompt_bp, mask_bp, rng, temperature, top_p, *, cfg:
 
   def sample_step(i, logits_sv, done_s, tokens_sn, logp_sn):
     token, logp = _choose(logits_sv, jax.random.fold_in(rng, i), temperature, top_p, opts)
-    live = ~done_s
-    token = jnp.where(live, token, opts.pad_id)
+    token = jnp.where(done_s, opts.pad_id, token)
     tokens_sn = jax.lax.dynamic_update_slice(tokens_sn, token[:, None], (0, i))
-    logp_sn = jax.lax.dynamic_update_slice(logp_sn, jnp.where(live, logp, 0.0)[:, None], (0, i))
-    return token, done_s | _is_stop(token, opts.stop_ids), tokens_sn, logp_sn
+    logp_sn = jax.lax.dynamic_update_slice(logp_sn, jnp.where(done_s, 0.0, logp)[:, None], (0, i))
+    return token, done_s | _is_stop(token, stop_k), tokens_sn, logp_sn
 
   tokens_sn = constrain(jnp.full((s, n), opts.pad_id, jnp.int32), ("batch", None))
   logp_sn = constrain(jnp.zeros((s, n), jnp.float32), ("batch", None))
-  done_s = jnp.zeros((s,), bool)
-  # The mask is rebuilt from the tokens at the end, so a row's "done" only needs to be carried.
-  token, done_s, tokens_sn, logp_sn = sample_step(0, logits_sv, done_s, tokens_sn, logp_sn)
+  done_s = constrain(jnp.zeros((s,), bool), ("batch",))
+  token_s, done_s, tokens_sn, logp_sn = sample_step(0, logits_sv, done_s, tokens_sn, logp_sn)
 
   def cond(carry):
     i, _, _, done_s, _, _ = carry
@@ -197,22 +202,22 @@ def _sample_program(params, prompt_bp, mask_bp, rng, temperature, top_p, *, cfg:
 
   def body(carry):
     i, cache, token_s, done_s, tokens_sn, logp_sn = carry
-    # Finished rows still run (static shapes) but as padding: MoE dispatch skips them and their
-    # cache slot stays invalid; their outputs are discarded.
+    # Finished rows still run (static shapes) but as padding tokens: the sparse MoE dispatches skip
+    # them, their cache slot stays invalid, and their outputs are discarded.
     step = apply_model(decode_cfg, params, token_s[:, None], attention_mask=(~done_s)[:, None].astype(jnp.int32),
                        cache=cache, last_only=True)
     token_s, done_s, tokens_sn, logp_sn = sample_step(i, step.logits[:, -1], done_s, tokens_sn, logp_sn)
     return i + 1, _constrain_cache(step.cache), token_s, done_s, tokens_sn, logp_sn
 
-  carry = (jnp.ones((), jnp.int32), cache, token, done_s, tokens_sn, logp_sn)
+  carry = (jnp.ones((), jnp.int32), cache, token_s, done_s, tokens_sn, logp_sn)
   _, _, _, _, tokens_sn, logp_sn = jax.lax.while_loop(cond, body, carry)
 
-  # 4. Completion mask: a token counts if no stop token came strictly before it.
-  stop_sn = _is_stop(tokens_sn, opts.stop_ids)
-  stops_before = jnp.cumsum(stop_sn.astype(jnp.int32), axis=-1) - stop_sn.astype(jnp.int32)
-  mask_sn = (stops_before == 0).astype(jnp.int32)
+  # 4. Completion mask: a token counts if no stop token came strictly before it (the stop token itself
+  # counts). Columns never reached (early exit) hold pad_id after every row's stop: masked.
+  stop_sn = _is_stop(tokens_sn, stop_k).astype(jnp.int32)
+  mask_sn = (jnp.cumsum(stop_sn, axis=-1) - stop_sn == 0).astype(jnp.int32)
   lengths = jnp.sum(mask_sn, axis=-1, dtype=jnp.int32)
-  truncated = ~jnp.any(stop_sn & (mask_sn > 0), axis=-1)
+  truncated = jnp.sum(stop_sn * mask_sn, axis=-1) == 0
   return SampleOutput(tokens_sn, logp_sn, mask_sn, lengths, truncated)
 
 
@@ -222,20 +227,10 @@ def _constrain_cache(cache: dict) -> dict:
   return {"layers": layers, "key_mask": constrain(cache["key_mask"], ("batch", None)), "index": cache["index"]}
 
 
-# One jit for every configuration: cfg, options, mesh and rules are static, so each distinct value
-# (and each distinct input shape) is traced and compiled once and then reused. Nothing is donated:
-# the only large buffer, the KV cache, is created inside the program (XLA updates it in place in the
-# loop), and params must outlive the call.
-_sample_jit = jax.jit(_sample_program, static_argnames=("cfg", "opts"))
-
-
-def _mesh_program(mesh, rules):
-  """A separate jit object per (mesh, rules): flax's logical-axis rules are read at trace time but are
-  not part of jax's cache key, so one jit object must never serve two rule tables."""
-  return _MESH_JITS.setdefault((mesh, rules), jax.jit(_sample_program, static_argnames=("cfg", "opts")))
-
-
-_MESH_JITS: dict = {}
+# Compiled once per (cfg, options, mesh, rules, input shapes and shardings) and then reused. Nothing is
+# donated: the one large buffer, the KV cache, is created inside the program (XLA updates it in place
+# in the loop), the outputs are new, and params must outlive the call.
+_sample_jit = jax.jit(_sample_program, static_argnames=("cfg", "opts", "mesh", "rules"))
 
 
 # ------------------------------------------------------------------------------------------ validation
@@ -243,24 +238,31 @@ def _fail(name: str, value, why: str):
   raise ValueError(f"sample(): {name}={value!r} {why}")
 
 
-def _is_concrete(x) -> bool:
-  if isinstance(x, np.ndarray):
-    return True
-  return isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer) and x.is_fully_addressable
+def _is_int(v) -> bool:
+  return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
 def _resolve_decode_moe_impl(cfg: ModelConfig, impl: str, num_rows: int) -> str:
   if impl not in DECODE_MOE_IMPLS:
     _fail("decode_moe_impl", impl, f"must be one of {DECODE_MOE_IMPLS}")
   if not cfg.is_moe or impl == "same" or cfg.capacity_factor > 0:
-    # A capacity-limited config may drop tokens: keep its exact semantics everywhere.
+    # A capacity-limited config drops tokens by design: keep its semantics in every step.
     return cfg.moe_impl
   if impl != "auto":
     return impl
-  # "dense" computes every expert for every row (cost ~ E rows per token, no routing overhead);
-  # "sorted" computes ~k rows per token plus per-block padding and weight gathers. Measured on the
-  # bench config (CPU, 64 rows): see benchmarks/sampler.py.
-  return "dense" if num_rows * cfg.n_routed_experts <= 8 * 1024 else cfg.moe_impl
+  return "dense" if num_rows * cfg.n_routed_experts <= _AUTO_DENSE_MAX_ROWS else cfg.moe_impl
+
+
+# "auto": dense decode dispatch while rows x experts stays below this (see the module docstring).
+_AUTO_DENSE_MAX_ROWS = 1024
+
+
+def _stop_array(ids) -> jax.Array:
+  """int32[K]: the unique stop ids padded with -1 (never a token) to K = 4, 8, 16, ...: one compiled
+  program serves eos_id=None, a single eos and a tokenizer's few stop ids alike."""
+  unique = sorted({int(t) for t in ids})
+  size = max(4, 1 << max(0, len(unique) - 1).bit_length())
+  return jnp.asarray(unique + [-1] * (size - len(unique)), jnp.int32)
 
 
 # ------------------------------------------------------------------------------------------ API
@@ -269,96 +271,82 @@ def sample(cfg: ModelConfig, params, prompt_tokens, prompt_mask, *, rng, num_sam
            eos_id: int | None, stop_ids: Sequence[int] = (), pad_id: int = 0, greedy: bool = False,
            max_len: int | None = None, mesh=None, rules="fsdp_tp",
            decode_moe_impl: str = "auto") -> SampleOutput:
-  """Samples `num_samples` completions for each of B left-padded prompts.
+  """Samples `num_samples` completions for each of B left-padded prompts (see the module docstring).
 
   Args:
     cfg: the model's architecture.
     params: variables from `init_params` / r1jax.hf (sharded on `mesh` when one is given).
     prompt_tokens: int[B, P] prompts, LEFT-padded to a common length P (the last column is real).
     prompt_mask: int/bool[B, P] 1 for real prompt tokens.
-    rng: a PRNG key (jax.random.key or PRNGKey); ignored when greedy.
+    rng: a PRNG key (jax.random.key or PRNGKey); unused when greedy.
     num_samples: G completions per prompt (GRPO group size, pass@k's k).
     max_new_tokens: N, the token budget of every completion.
     temperature: T >= 0; 0 means greedy.
     top_k: sample among the k most likely tokens (0 = no limit).
     top_p: nucleus mass in (0, 1] (1 = no limit).
-    eos_id: end-of-sequence id, or None for no EOS (then only stop_ids and the budget end a row).
-    stop_ids: further ids that end a row (e.g. the tokenizer's stop_ids; eos_id may be among them).
-    pad_id: id written after a row has finished.
+    eos_id: end-of-sequence id, or None (then only stop_ids and the budget end a row).
+    stop_ids: further ids that end a row (e.g. a tokenizer's stop_ids; may repeat eos_id).
+    pad_id: id written after a row's stop token.
     greedy: argmax decoding (same as temperature=0); log-probs are then reported at T = 1.
     max_len: optional bound on P + N (e.g. the training context); cfg.max_position_embeddings always is.
     mesh: a device mesh (r1jax.sharding.make_mesh); rows are split over the data axes.
     rules: the logical-axis rules table used with `mesh`.
-    decode_moe_impl: MoE dispatch for decode steps: "auto" (dense at small row counts), "same" (cfg's),
-      or a ModelConfig.moe_impl value. Dropless dispatches are exact, so this only changes speed.
+    decode_moe_impl: MoE dispatch of decode steps: "auto" (dense while rows x experts is small),
+      "same" (cfg.moe_impl), or a ModelConfig.moe_impl value. Dropless dispatches are exact, so this
+      changes speed only; a capacity-limited cfg (capacity_factor > 0) always keeps its own.
 
   Returns:
-    SampleOutput with tokens int32[B*G, N], logprobs f32[B*G, N], mask int32[B*G, N], lengths int32[B*G]
-    and truncated bool[B*G]; rows b*G .. b*G+G-1 belong to prompt b.
+    SampleOutput: tokens int32[B*G, N], logprobs f32[B*G, N], mask int32[B*G, N], lengths int32[B*G],
+    truncated bool[B*G]; rows b*G .. b*G+G-1 belong to prompt b.
 
   Raises:
-    ValueError naming the argument for bad shapes or values (see the checks below).
+    ValueError naming the argument: shapes of tokens/mask, no room for N tokens (P + N over
+    cfg.max_position_embeddings or max_len), temperature < 0 or NaN, num_samples < 1,
+    max_new_tokens < 1, top_p outside (0, 1], top_k < 0, stop ids outside the vocabulary, a prompt
+    mask that is not left-padded (checked when the mask is a concrete array).
   """
-  # --- validate (in Python, before any tracing) ---
   tok_shape, mask_shape = tuple(np.shape(prompt_tokens)), tuple(np.shape(prompt_mask))
-  if len(tok_shape) != 2:
-    _fail("prompt_tokens.shape", tok_shape, "must be [batch, prompt_len]")
+  if len(tok_shape) != 2 or 0 in tok_shape:
+    _fail("prompt_tokens.shape", tok_shape, "must be [batch, prompt_len] with both sizes >= 1")
   if mask_shape != tok_shape:
     _fail("prompt_mask.shape", mask_shape, f"must equal prompt_tokens.shape={tok_shape}")
-  b, p = tok_shape
-  if b < 1 or p < 1:
-    _fail("prompt_tokens.shape", tok_shape, "needs at least one prompt of at least one token")
-  if not jnp.issubdtype(jnp.asarray(prompt_tokens).dtype if not hasattr(prompt_tokens, "dtype")
-                        else prompt_tokens.dtype, jnp.integer):
-    _fail("prompt_tokens.dtype", getattr(prompt_tokens, "dtype", None), "must be an integer type")
+  if not jnp.issubdtype(np.result_type(prompt_tokens), jnp.integer):
+    _fail("prompt_tokens.dtype", np.result_type(prompt_tokens), "must be an integer type")
   for name, v in (("num_samples", num_samples), ("max_new_tokens", max_new_tokens)):
-    if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+    if not _is_int(v) or v < 1:
       _fail(name, v, "must be a positive integer")
-  if not isinstance(top_k, (int, np.integer)) or isinstance(top_k, bool) or top_k < 0:
-    _fail("top_k", top_k, "must be an integer >= 0 (0 = off)")
+  if not _is_int(top_k) or top_k < 0:
+    _fail("top_k", top_k, "must be an integer >= 0 (0 = no limit)")
   temperature, top_p = float(temperature), float(top_p)
-  if math.isnan(temperature) or temperature < 0 or math.isinf(temperature):
+  if not math.isfinite(temperature) or temperature < 0:
     _fail("temperature", temperature, "must be a finite number >= 0 (0 = greedy)")
-  if math.isnan(top_p) or not 0 < top_p <= 1:
+  if not 0 < top_p <= 1:  # also rejects NaN
     _fail("top_p", top_p, "must be in (0, 1]")
+  b, p = tok_shape
   total = p + int(max_new_tokens)
-  if total > cfg.max_position_embeddings:
-    _fail("max_new_tokens", max_new_tokens, f"with prompt length {p} needs {total} positions, more than "
-          f"cfg.max_position_embeddings={cfg.max_position_embeddings}")
-  if max_len is not None and total > max_len:
-    _fail("max_new_tokens", max_new_tokens, f"with prompt length {p} needs {total} positions, more than "
-          f"max_len={max_len}")
+  for bound_name, bound in (("cfg.max_position_embeddings", cfg.max_position_embeddings), ("max_len", max_len)):
+    if bound is not None and total > bound:
+      _fail("max_new_tokens", max_new_tokens, f"leaves no room: prompt length {p} + {max_new_tokens} new "
+            f"tokens = {total} > {bound_name}={bound}")
   ids = ([] if eos_id is None else [eos_id]) + list(stop_ids)
   for t in ids:
-    if not isinstance(t, (int, np.integer)) or isinstance(t, bool) or not 0 <= t < cfg.vocab_size:
-      _fail("eos_id/stop_ids", t, f"must be token ids in [0, vocab_size={cfg.vocab_size})")
-  if _is_concrete(prompt_mask):
+    if not _is_int(t) or not 0 <= t < cfg.vocab_size:
+      _fail("eos_id" if t is eos_id else "stop_ids", t, f"must be token ids in [0, {cfg.vocab_size})")
+  if not _is_int(pad_id):
+    _fail("pad_id", pad_id, "must be an integer")
+  if isinstance(prompt_mask, np.ndarray) or (isinstance(prompt_mask, jax.Array) and prompt_mask.is_fully_addressable
+                                            and not isinstance(prompt_mask, jax.core.Tracer)):
     m = np.asarray(prompt_mask).astype(bool)
     if np.any(m[:, :-1] & ~m[:, 1:]):
-      _fail("prompt_mask", "right/inner padding", "must be left-padded (each row: zeros, then ones)")
+      _fail("prompt_mask", "...", "must be left-padded: in each row zeros (padding), then ones")
 
   greedy = bool(greedy) or temperature == 0.0
-  opts = _Options(
-      num_samples=int(num_samples), max_new_tokens=int(max_new_tokens), greedy=greedy,
-      top_k=0 if greedy else min(int(top_k), cfg.vocab_size),
-      use_top_p=(not greedy) and top_p < 1.0, stop_ids=tuple(sorted({int(t) for t in ids})),
-      pad_id=int(pad_id), decode_moe_impl=_resolve_decode_moe_impl(cfg, decode_moe_impl, b * num_samples))
-
-  # --- run ---
-  args = (params, prompt_tokens, prompt_mask, rng, jnp.float32(temperature if not greedy else 1.0),
-          jnp.float32(top_p))
-  if mesh is None:
-    return _sample_jit(*args, cfg=cfg, opts=opts)
-  data = batch_sharding(mesh, 2, rules)
+  opts = _Options(num_samples=int(num_samples), max_new_tokens=int(max_new_tokens), greedy=greedy,
+                  top_k=0 if greedy else min(int(top_k), cfg.vocab_size), use_top_p=not greedy and top_p < 1,
+                  pad_id=int(pad_id), decode_moe_impl=_resolve_decode_moe_impl(cfg, decode_moe_impl,
+                                                                                b * num_samples))
+  stop_k = _stop_array(ids)
+  args = (params, prompt_tokens, prompt_mask, rng, jnp.float32(1.0 if greedy else temperature),
+          jnp.float32(top_p), stop_k)
   with mesh_rules(mesh, rules):
-    if b % math.prod(mesh.shape[a] for a in _data_axes(data)) == 0:
-      prompt_tokens, prompt_mask = jax.device_put((prompt_tokens, prompt_mask), data)
-      args = (params, prompt_tokens, prompt_mask) + args[3:]
-    return _mesh_program(mesh, rules)(*args, cfg=cfg, opts=opts)
-
-
-def _data_axes(sharding) -> tuple:
-  axes = sharding.spec[0]
-  if axes is None:
-    return ()
-  return axes if isinstance(axes, tuple) else (axes,)
+    return _sample_jit(*args, cfg=cfg, opts=opts, mesh=mesh, rules=rules)

@@ -15,8 +15,9 @@ from r1jax.data.tokenizer import Tokenizer as TokenizerProtocol
 
 BOS, EOS, PAD = "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜pad｜>"
 TAGS = ("<think>", "</think>", "<answer>", "</answer>")
-TEXTS = ["The quick brown fox.", "12345 + 678 = 13023", "  leading spaces, trailing  ", "line one\n\nline\ttab",
-         "中文测试：数学题", "emoji 🙂 and accents éàü", "<think>2 + 2 = 4</think> <answer>4</answer>", "", " "]
+TEXTS = ["The quick brown fox.", "12345 + 678 = 13023", "  leading spaces, trailing  ",
+         "line one\n\nline\ttab", "中文测试：数学题", "emoji 🙂 and accents éàü",
+         "<think>2 + 2 = 4</think> <answer>4</answer>", "", " "]
 
 
 def _tokenizer_json(specials):

@@ -5,8 +5,9 @@
 The parent sets XLA_FLAGS (the local CPU device count) and, for a multi-process run, R1JAX_COORDINATOR,
 R1JAX_NUM_PROCESSES and R1JAX_PROCESS_ID; without them this is the 1-process reference. Either way the
 mesh is {"data": 2, "expert": 2} over the 4 global devices, each process feeds only the batch rows its
-own devices hold, and two GRPO updates run. Process 0 writes the final params (gathered to host, keys
-"params/<path>") and the per-step losses to OUT.npz.
+own devices hold, and two GRPO updates run. Process 0 writes the old log-probs, the final params and
+router bias (gathered to host; keys "old_logp", "params/<path>", "router_bias/<path>"), the per-step
+losses and the step count to OUT.npz.
 """
 import sys
 
@@ -15,8 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from r1jax.model import ModelConfig, init_params, sequence_logprobs
-from r1jax.rl import GRPOConfig, group_advantages, make_grpo_update
+from r1jax.model import ModelConfig, init_params
+from r1jax.rl import GRPOConfig, group_advantages, make_grpo_update, make_logprob_fn
 from r1jax.sharding import batch_sharding, distributed, make_mesh
 from r1jax.train import OptimConfig, create_train_state, make_optimizer
 
@@ -27,12 +28,8 @@ P, N, B, G = 6, 5, 2, 4          # prompt and completion lengths, prompts, group
 STEPS = 2
 
 
-def global_batch() -> dict:
-  """The whole rollout as numpy, identical in every process (seeded); old_logp from the initial policy.
-
-  The log-probs come from an unsharded forward on this process's first device, which is the same
-  program with the same inputs in every run, so the multi-process and 1-process batches agree bitwise.
-  """
+def rollout() -> dict:
+  """The whole rollout as numpy, identical in every process (seeded), without the log-probs."""
   rng = np.random.default_rng(0)
   s = B * G
   tokens = rng.integers(1, CFG.vocab_size, size=(s, P + N)).astype(np.int32)
@@ -45,12 +42,8 @@ def global_batch() -> dict:
   tokens[mask == 0] = 0
   rewards = rng.integers(0, 2, size=s).astype(np.float32)
   rewards[:G] = [1, 0, 0, 1]
-  variables = init_params(CFG, jax.random.key(0))
-  logp_fn = jax.jit(lambda v, t, m: sequence_logprobs(CFG, v, t, m, N)[0])
-  logp = logp_fn(variables, jnp.asarray(tokens), jnp.asarray(mask))
-  logp = np.asarray(logp)
-  return {"tokens": tokens, "attention_mask": mask, "completion_mask": comp, "old_logp": logp,
-          "ref_logp": logp - 0.01 + 0.02 * rng.standard_normal(logp.shape).astype(np.float32),
+  return {"tokens": tokens, "attention_mask": mask, "completion_mask": comp,
+          "ref_noise": 0.02 * rng.standard_normal((s, N)).astype(np.float32),
           "advantages": np.asarray(group_advantages(jnp.asarray(rewards), G))}
 
 
@@ -68,13 +61,18 @@ def main():
   assert jax.device_count() == 4, jax.devices()
   mesh = make_mesh({"data": 2, "expert": 2})
 
-  full = global_batch()
+  full = rollout()
   rows = local_rows(mesh, B * G)
   assert len(rows) == B * G // jax.process_count()
   batch = distributed.host_local_batch_to_global({k: v[rows] for k, v in full.items()}, mesh)
   assert batch["tokens"].shape == (B * G, P + N)
 
   state = create_train_state(init_params(CFG, jax.random.key(0), mesh=mesh), TX)
+  # The old policy is the initial one (ratio 1 at the first update), computed by the sharded forward.
+  logp_fn = make_logprob_fn(CFG, mesh=mesh)
+  old_logp = logp_fn(state.variables(), batch["tokens"], batch["attention_mask"], N)
+  batch["old_logp"] = old_logp
+  batch["ref_logp"] = old_logp - 0.01 + batch.pop("ref_noise")
   update = make_grpo_update(CFG, RL, TX, mesh=mesh)
   losses = []
   for _ in range(STEPS):
@@ -88,9 +86,10 @@ def main():
   for shard in gate.addressable_shards:
     assert shard.data.shape[0] == CFG.n_routed_experts // 2, shard.data.shape
 
-  host = multihost_utils.process_allgather((state.params, state.router_bias), tiled=True)
+  host = multihost_utils.process_allgather(
+      {"old_logp": old_logp, "params": state.params, "router_bias": state.router_bias}, tiled=True)
   if jax.process_index() == 0:
-    flat = {"params/" + jax.tree_util.keystr(path): np.asarray(x)
+    flat = {"/".join(str(k.key) for k in path): np.asarray(x)
             for path, x in jax.tree_util.tree_flatten_with_path(host)[0]}
     np.savez(out_path, losses=np.asarray(losses), step=int(np.asarray(state.step.addressable_data(0))),
              **flat)
