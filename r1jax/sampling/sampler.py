@@ -37,10 +37,12 @@ per-token sum of the same expert MLPs), so this changes speed, not results (test
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from typing import NamedTuple, Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -50,6 +52,7 @@ from r1jax.model.config import ModelConfig
 from r1jax.model.layers import constrain
 from r1jax.model.transformer import apply_model
 from r1jax.sharding.mesh import mesh_rules
+from r1jax.sharding.rules import get_rules
 
 DECODE_MOE_IMPLS = ("auto", "same", "dense", "sorted", "ragged")
 
@@ -163,20 +166,23 @@ def _sample_program(params, prompt_bp, mask_bp, rng, temperature, top_p, stop_k,
                     opts: _Options, mesh, rules):
   """The jitted body of `sample` (see there); traced under `mesh_rules(mesh, rules)`.
 
-  `mesh` and `rules` are unused here: they are static arguments so that jit's cache keys on them (flax
-  reads the logical-axis rules at trace time, which jit's cache does not see).
+  `mesh` and `rules` are static arguments so that jit's cache keys on them: flax reads the logical-axis
+  rules at trace time, which jit's cache does not see.
   """
-  del mesh, rules
   b, p = prompt_bp.shape
   g, n = opts.num_samples, opts.max_new_tokens
   s = b * g
-  prompt_bp = constrain(prompt_bp.astype(jnp.int32), ("batch", "seq"))
-  mask_bp = constrain(mask_bp.astype(jnp.int32), ("batch", "seq"))
 
   # 1. Prefill [B, P] once. The cache has P + N - 1 slots: N - 1 sampled tokens are fed back, the
-  # N-th is not.
-  cache = init_cache(cfg, b, p + n - 1)
-  out = apply_model(cfg, params, prompt_bp, attention_mask=mask_bp, cache=cache, last_only=True)
+  # N-th is not. When B prompts do not divide over the data axes (but the B*G rows do), the prefill
+  # runs replicated: GSPMD cannot split 2 prompts over 8 devices.
+  with contextlib.ExitStack() as stack:
+    if mesh is not None and b % _data_parallelism(mesh, rules):
+      stack.enter_context(nn.logical_axis_rules(_replicated_batch(rules)))
+    prompt_bp = constrain(prompt_bp.astype(jnp.int32), ("batch", "seq"))
+    mask_bp = constrain(mask_bp.astype(jnp.int32), ("batch", "seq"))
+    cache = init_cache(cfg, b, p + n - 1)
+    out = apply_model(cfg, params, prompt_bp, attention_mask=mask_bp, cache=cache, last_only=True)
   # 2. Share the prompt's cache among its G samples: row b -> rows b*G .. b*G+G-1.
   cache = _constrain_cache(repeat_cache(out.cache, g))
   logits_sv = constrain(jnp.repeat(out.logits[:, -1], g, axis=0), ("batch", "vocab"))
@@ -225,6 +231,21 @@ def _constrain_cache(cache: dict) -> dict:
   """Pins the cache's rows to the data axes (a no-op without a mesh)."""
   layers = jax.tree.map(lambda x: constrain(x, ("batch",) + (None,) * (x.ndim - 1)), cache["layers"])
   return {"layers": layers, "key_mask": constrain(cache["key_mask"], ("batch", None)), "index": cache["index"]}
+
+
+def _table(rules) -> tuple:
+  return get_rules(rules) if isinstance(rules, str) else tuple(rules)
+
+
+def _data_parallelism(mesh, rules) -> int:
+  """How many ways the `batch` logical axis is split on `mesh` under `rules`."""
+  axes = dict(_table(rules)).get("batch")
+  axes = () if axes is None else (axes,) if isinstance(axes, str) else axes
+  return math.prod(mesh.shape[a] for a in axes)
+
+
+def _replicated_batch(rules) -> tuple:
+  return tuple((name, None if name == "batch" else axes) for name, axes in _table(rules))
 
 
 # Compiled once per (cfg, options, mesh, rules, input shapes and shardings) and then reused. Nothing is
@@ -348,5 +369,8 @@ def sample(cfg: ModelConfig, params, prompt_tokens, prompt_mask, *, rng, num_sam
   stop_k = _stop_array(ids)
   args = (params, prompt_tokens, prompt_mask, rng, jnp.float32(1.0 if greedy else temperature),
           jnp.float32(top_p), stop_k)
+  if mesh is not None and (b * num_samples) % _data_parallelism(mesh, rules):
+    _fail("num_samples", num_samples, f"gives {b} x {num_samples} rows, which do not divide over the "
+          f"{_data_parallelism(mesh, rules)}-way data axes of the mesh")
   with mesh_rules(mesh, rules):
     return _sample_jit(*args, cfg=cfg, opts=opts, mesh=mesh, rules=rules)
