@@ -81,6 +81,8 @@ class CheckpointManager:
       async_save: write in a background thread (`save` returns after the device->host copy).
     """
     self._directory = os.fspath(directory)
+    if "://" not in self._directory:   # Orbax/TensorStore need absolute local paths
+      self._directory = os.path.abspath(self._directory)
     options = ocp.CheckpointManagerOptions(
         save_interval_steps=save_interval_steps,
         # `max_to_keep` is deprecated in favour of a preservation policy in orbax 0.12.

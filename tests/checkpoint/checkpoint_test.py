@@ -225,3 +225,15 @@ def test_restore_or_init(tmp_path, mesh_a):
   # The default target (eval_shape of the jitted init) carries the shardings.
   assert state2["w"].sharding == shardings["w"]
   ckpt.close()
+
+
+def test_relative_directory_is_accepted(tmp_path, monkeypatch):
+  # `--workdir=runs/x` is how people launch jobs; Orbax itself insists on absolute paths.
+  monkeypatch.chdir(tmp_path)
+  import jax.numpy as jnp
+  from r1jax.checkpoint import CheckpointManager
+  with CheckpointManager("runs/rel/ckpt", async_save=False) as ckpt:
+    ckpt.save(1, {"x": jnp.arange(3)})
+  with CheckpointManager("runs/rel/ckpt") as ckpt:
+    state, _ = ckpt.restore(1)
+  assert list(state["x"]) == [0, 1, 2]
