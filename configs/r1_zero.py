@@ -16,9 +16,9 @@ def get_config(arg: str | None = None):
   c.seed = 0
 
   # Task and data.
-  c.task = dict(name="arithmetic", digits=3, ops="+")   # r1jax.data.tasks.get(name, **rest)
-  c.num_train_problems = 400 if runlocal else 30000     # pretraining + RL prompts (train split)
-  c.num_eval_problems = 40 if runlocal else 500         # held out: the test split, never trained on
+  c.task = dict(name="arithmetic", digits=2, ops="+")   # r1jax.data.tasks.get(name, **rest)
+  c.num_train_problems = 400 if runlocal else 3600      # pretraining + RL prompts (of ~3680 in the train split)
+  c.num_eval_problems = 40 if runlocal else 400         # held out: the test split (~410), never trained on
   c.corpus_modes = dict(worked=0.25, direct=0.45, bare=0.30)
   c.tokenizer = dict(vocab_size=296, model_type="bpe")  # SentencePiece (256 byte-fallback pieces)
   c.template = "compact"                                 # "Q: {question}\nA: <think>"
@@ -33,10 +33,10 @@ def get_config(arg: str | None = None):
 
   # Pretraining (r1jax.train.stage.LMStageConfig).
   c.pretrain = dict(
-      num_steps=20 if runlocal else 500, batch_size=16, seq_len=192, log_every=10 if runlocal else 25,
+      num_steps=20 if runlocal else 600, batch_size=16, seq_len=192, log_every=10 if runlocal else 25,
       checkpoint_every=100, template="compact",
       lm=dict(router_bias_rate=1e-3, balance_loss_coef=0.0),
-      optim=dict(learning_rate=3e-3, warmup_steps=20, total_steps=20 if runlocal else 500, weight_decay=0.01,
+      optim=dict(learning_rate=3e-3, warmup_steps=20, total_steps=20 if runlocal else 600, weight_decay=0.01,
                  end_lr_ratio=0.05))
 
   # GRPO (r1jax.rl.loop.RLStageConfig).
@@ -47,10 +47,10 @@ def get_config(arg: str | None = None):
       grpo=dict(epsilon_low=0.2, epsilon_high=0.28, beta=0.01, kl_estimator="k3", aggregation="token_mean",
                 temperature=1.0, num_iterations=2, num_minibatches=1, router_bias_rate=0.0),
       optim=dict(learning_rate=2e-4, warmup_steps=0, total_steps=40, schedule="constant", clip_norm=1.0),
-      eval=dict(num_examples=40 if runlocal else 500, batch_size=40 if runlocal else 100, max_prompt_len=24,
+      eval=dict(num_examples=40 if runlocal else 400, batch_size=40 if runlocal else 100, max_prompt_len=24,
                 max_new_tokens=40, num_samples=4, temperature=1.0))
 
   # Evaluation of the base and the final policy (r1jax.eval.EvalConfig).
-  c.eval = dict(num_examples=40 if runlocal else 500, batch_size=40 if runlocal else 100, max_prompt_len=24,
+  c.eval = dict(num_examples=40 if runlocal else 400, batch_size=40 if runlocal else 100, max_prompt_len=24,
                 max_new_tokens=40, num_samples=4, temperature=1.0)
   return c
