@@ -70,7 +70,7 @@ def make_update(cfg: ModelConfig, tx: optax.GradientTransformation, loss_fn: Cal
     if counts is not None:
       router_bias = update_router_biases(cfg, state.router_bias, counts, router_bias_rate)
     metrics = dict(metrics)
-    metrics.update(loss=loss, grad_norm=optax.global_norm(grads), **expert_balance_metrics(counts))
+    metrics.update(loss=loss, grad_norm=optax.tree.norm(grads), **expert_balance_metrics(counts))
     new_state = TrainState(step=state.step + 1, params=params, router_bias=router_bias, opt_state=opt_state)
     return new_state, metrics
 
