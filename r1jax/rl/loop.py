@@ -33,7 +33,7 @@ from r1jax.train.optim import OptimConfig, make_optimizer
 from r1jax.train.stage import _from_state_dict, _state_dict
 from r1jax.train.state import create_train_state
 from r1jax.train.step import check_finite
-from r1jax.train.writers import MetricsWriter, Preemption
+from r1jax.train.writers import MetricsWriter, Preemption, finish_saves
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,7 +174,7 @@ def run_rl_stage(model_cfg: ModelConfig, sc: RLStageConfig, *, init_variables: d
 
   # --- loop
   preempt = Preemption()
-  with preempt.active():
+  with preempt.active(), finish_saves(ckpt):
     while step < sc.num_steps:
       t0 = time.time()
       key = jax.random.fold_in(base_key, step)
@@ -256,6 +256,4 @@ def run_rl_stage(model_cfg: ModelConfig, sc: RLStageConfig, *, init_variables: d
                   force=True)
       if preempt.requested:
         break
-  ckpt.wait()
-  ckpt.close()
   return state.variables()

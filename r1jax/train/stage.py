@@ -25,7 +25,7 @@ from r1jax.train.lm import LMConfig, make_lm_update
 from r1jax.train.optim import OptimConfig, make_optimizer
 from r1jax.train.state import TrainState, create_train_state
 from r1jax.train.step import check_finite
-from r1jax.train.writers import MetricsWriter, Preemption
+from r1jax.train.writers import MetricsWriter, Preemption, finish_saves
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,7 +105,7 @@ def run_lm_stage(model_cfg: ModelConfig, sc: LMStageConfig, *, examples: Any, to
 
   # --- loop
   preempt = Preemption()
-  with preempt.active():
+  with preempt.active(), finish_saves(ckpt):
     t_last = time.time()
     while step < sc.num_steps:
       batch = device_batch(next(data), mesh)
@@ -122,6 +122,4 @@ def run_lm_stage(model_cfg: ModelConfig, sc: LMStageConfig, *, examples: Any, to
         ckpt.save(step, _state_dict(state), data_iter=data, metadata={"stage": "lm"}, force=True)
       if preempt.requested:
         break
-  ckpt.wait()
-  ckpt.close()
   return state.variables()

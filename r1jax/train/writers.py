@@ -93,3 +93,15 @@ class Preemption:
     finally:
       for sig, old in self._old.items():
         signal.signal(sig, old)
+
+
+@contextlib.contextmanager
+def finish_saves(ckpt):
+  """Waits for in-flight checkpoint saves and closes the manager when the block exits, however it exits."""
+  try:
+    yield
+  finally:
+    # Also on an exception (e.g. a NaN step): the last good checkpoint still in flight gets committed.
+    ckpt.wait()
+    ckpt.close()
+
