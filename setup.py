@@ -13,6 +13,7 @@ CORE = [
     "absl-py>=2.0",
     "numpy>=1.26",
     "matplotlib>=3.8",    # run reports (PNG curves)
+    "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow
     # LaTeX answer equivalence for MATH-style rewards (bounded by a process-pool deadline in r1jax.rewards).
     "math-verify[antlr4_13_2]>=0.7",
 ]

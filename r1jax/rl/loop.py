@@ -156,7 +156,7 @@ def run_rl_stage(model_cfg: ModelConfig, sc: RLStageConfig, *, init_variables: d
                         max_prompt_len=sc.max_prompt_len, seed=sc.seed)
   ckpt = CheckpointManager(os.path.join(workdir, "checkpoints"), max_to_keep=sc.keep)
   writer = MetricsWriter(os.path.join(workdir, "metrics.jsonl"), echo_every=sc.log_every if verbose else 0,
-                         total_steps=sc.num_steps, name="grpo")
+                         total_steps=sc.num_steps, name="grpo", tensorboard=True)
   base_key = jax.random.key(sc.seed)
   g = sc.group_size
 

@@ -85,7 +85,7 @@ def run_lm_stage(model_cfg: ModelConfig, sc: LMStageConfig, *, examples: Any, to
                            template=sc.template)
   ckpt = CheckpointManager(os.path.join(workdir, "checkpoints"), max_to_keep=sc.keep)
   writer = MetricsWriter(os.path.join(workdir, "metrics.jsonl"), echo_every=sc.log_every if verbose else 0,
-                         total_steps=sc.num_steps, name="lm")
+                         total_steps=sc.num_steps, name="lm", tensorboard=True)
 
   def init_state():
     variables = init_variables if init_variables is not None else \

@@ -22,12 +22,18 @@ def _scalar(v: Any):
 
 
 class MetricsWriter:
-  """Appends {"step": s, ...} records to `path` (JSON lines); `truncate_after(step)` on resume drops
-  records of steps that a killed run logged after its last checkpoint, so the log stays one trajectory."""
+  """Appends {"step": s, ...} records to `path` (JSON lines) and, with `tensorboard=True`, to TensorBoard
+  event files in the same directory. `truncate_after(step)` on resume drops JSONL records of steps that a
+  killed run logged after its last checkpoint, so the log stays one trajectory."""
 
-  def __init__(self, path: str, *, echo_every: int = 0, total_steps: int | None = None, name: str = ""):
+  def __init__(self, path: str, *, echo_every: int = 0, total_steps: int | None = None, name: str = "",
+               tensorboard: bool = False):
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     self.path, self.echo_every, self.total, self.name = path, echo_every, total_steps, name
+    self._tb = None
+    if tensorboard:
+      from tensorboardX import SummaryWriter   # pure Python; no TensorFlow needed
+      self._tb = SummaryWriter(os.path.join(os.path.dirname(path) or ".", "tensorboard"), flush_secs=10)
     self._t0, self._s0 = time.time(), None   # rate counts from construction (compilation included)
 
   def truncate_after(self, step: int) -> None:
@@ -43,6 +49,11 @@ class MetricsWriter:
     rec = {"step": int(step), "kind": kind, **{k: _scalar(v) for k, v in metrics.items()}}
     with open(self.path, "a") as f:
       f.write(json.dumps(rec) + "\n")
+    if self._tb is not None:
+      for k, v in rec.items():
+        if k != "step" and isinstance(v, float):
+          self._tb.add_scalar(f"{kind}/{k}", v, int(step))
+      self._tb.flush()
     if kind == "train" and self.echo_every and (step % self.echo_every == 0 or step == self.total):
       self._progress(step, rec)
     return rec

@@ -34,6 +34,8 @@ def test_two_steps_end_to_end(tmp_path):
     assert key in recs[-1], key
   assert CheckpointManager(str(tmp_path / "checkpoints")).latest_step() == 2
   assert set(variables) == {"params", "router_bias"}
+  events = os.listdir(tmp_path / "tensorboard")
+  assert any(name.startswith("events.out.tfevents") for name in events)
 
 
 def _env():
