@@ -4,15 +4,18 @@
 
 Workload (a GRPO rollout at the `bench` preset): 8 random prompts of 16-32 tokens, left-padded to 32,
 G = 8 samples each (64 sequences), 64 new tokens, temperature 1.0, no top-k / top-p, and no stop token
-(eos_id=None; Hugging Face gets min_new_tokens=64), so both sides decode the full 64 x 64 tokens.
+(r1jax: eos_id=None; transformers: min_new_tokens=64), so both sides decode the full 64 x 64 tokens.
+transformers builds DeepseekV3ForCausalLM with random weights and the same sizes, and generates with
+num_return_sequences=8 from the same 8 prompts.
 
 Prints one JSON line per result:
   {"name": "r1jax_sample", "tokens_per_s": ..., "compile_s": ..., "run_s_median": ..., ...}
-  {"name": "hf_generate", "tokens_per_s": ..., ...}           (when torch + transformers are installed)
-  {"name": "sampler_speedup", "ratio": r1jax / hf, "target": 5.0}
-  {"name": "memory", "maxrss_mib": ..., "jax_peak_bytes": ...}
-Both sides run on the CPU in one process; torch gets 2 intra-op threads (the dev machine's cores) and
-XLA uses its default thread pool over the same cores.
+  {"name": "r1jax_memory", "maxrss_mib": ..., "kv_cache_mib": ..., ...}
+  {"name": "hf_generate", "tokens_per_s": ..., ...}                (when torch + transformers are installed)
+  {"name": "sampler_speedup", "ratio": r1jax / hf tokens per second, "target": 5.0}
+Both sides run on the CPU in this one process, one side after the other (median of --runs timed runs
+after a warm-up / compile). torch gets 2 intra-op threads, the dev machine's cores; XLA uses its
+default thread pool over the same cores. The dev machine is shared: expect +-30% run to run.
 """
 from __future__ import annotations
 
@@ -29,14 +32,19 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from r1jax.model import ModelConfig, init_params  # noqa: E402
+from r1jax.model import ModelConfig, cache_bytes, init_params  # noqa: E402
 from r1jax.sampling import sample  # noqa: E402
 
 NUM_PROMPTS, GROUP, PROMPT_LEN, NEW_TOKENS = 8, 8, 32, 64
+GENERATED = NUM_PROMPTS * GROUP * NEW_TOKENS
 
 
 def _emit(**record):
   print(json.dumps(record), flush=True)
+
+
+def _maxrss_mib() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def _prompts(cfg: ModelConfig, seed: int = 0):
@@ -46,6 +54,13 @@ def _prompts(cfg: ModelConfig, seed: int = 0):
   lengths = rs.randint(16, PROMPT_LEN + 1, NUM_PROMPTS)
   mask = (np.arange(PROMPT_LEN)[None] >= PROMPT_LEN - lengths[:, None]).astype(np.int32)
   return np.where(mask > 0, tokens, 0), mask
+
+
+def _timed(run, seed: int) -> float:
+  t0 = time.perf_counter()
+  n = run(seed)
+  assert n == GENERATED, n   # full length: no early stop on either side
+  return time.perf_counter() - t0
 
 
 def make_r1jax(cfg: ModelConfig, decode_moe_impl: str):
@@ -99,13 +114,6 @@ def make_hf(cfg: ModelConfig):
   return run
 
 
-def _timed(run, seed):
-  t0 = time.perf_counter()
-  n = run(seed)
-  assert n == NUM_PROMPTS * GROUP * NEW_TOKENS, n   # full length: no early stop on either side
-  return time.perf_counter() - t0
-
-
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--runs", type=int, default=5, help="timed runs per side (median reported)")
@@ -116,29 +124,29 @@ def main(argv=None):
 
   # One side after the other: interleaving them run by run slowed transformers' generate ~35x here
   # (torch's and XLA's thread pools oversubscribe the 2 cores).
-  times = {"r1jax": [], "hf": []}
-  hf = None if args.no_hf else make_hf(cfg)
-  if hf is not None:
-    times["hf"] = [_timed(hf, r + 1) for r in range(args.runs)]
   ours, compile_s = make_r1jax(cfg, args.decode_moe_impl)
-  times["r1jax"] = [_timed(ours, r + 1) for r in range(args.runs)]
-  generated = NUM_PROMPTS * GROUP * NEW_TOKENS
-  med = {k: statistics.median(v) for k, v in times.items() if v}
-  _emit(name="r1jax_sample", tokens_per_s=generated / med["r1jax"], run_s_median=med["r1jax"],
-        run_s_min=min(times["r1jax"]), compile_s=compile_s, generated_tokens=generated,
-        sequences=NUM_PROMPTS * GROUP, prompt_len=PROMPT_LEN, new_tokens=NEW_TOKENS,
-        decode_moe_impl=args.decode_moe_impl, devices=jax.device_count(), backend=jax.default_backend())
-  if hf is not None:
-    import torch
-    import transformers
-    _emit(name="hf_generate", tokens_per_s=generated / med["hf"], run_s_median=med["hf"],
-          run_s_min=min(times["hf"]), generated_tokens=generated, torch_threads=torch.get_num_threads(),
-          transformers=transformers.__version__, torch=torch.__version__)
-    _emit(name="sampler_speedup", ratio=med["hf"] / med["r1jax"], ratio_of_best_runs=min(times["hf"]) /
-          min(times["r1jax"]), target=5.0)
-  stats = jax.devices()[0].memory_stats() or {}
-  _emit(name="memory", maxrss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        jax_peak_bytes=stats.get("peak_bytes_in_use"), jax_bytes_in_use=stats.get("bytes_in_use"))
+  ours_s = [_timed(ours, r + 1) for r in range(args.runs)]
+  ours_med = statistics.median(ours_s)
+  _emit(name="r1jax_sample", tokens_per_s=GENERATED / ours_med, run_s_median=ours_med, run_s_min=min(ours_s),
+        compile_s=compile_s, generated_tokens=GENERATED, sequences=NUM_PROMPTS * GROUP, prompt_len=PROMPT_LEN,
+        new_tokens=NEW_TOKENS, decode_moe_impl=args.decode_moe_impl, devices=jax.device_count(),
+        backend=jax.default_backend())
+  stats = jax.devices()[0].memory_stats() or {}   # None on CPU; filled on GPU/TPU
+  _emit(name="r1jax_memory", maxrss_mib=_maxrss_mib(), jax_peak_bytes=stats.get("peak_bytes_in_use"),
+        kv_cache_mib=cache_bytes(cfg, NUM_PROMPTS * GROUP, PROMPT_LEN + NEW_TOKENS - 1) / 2**20,
+        params_mib=cfg.num_params() * 4 / 2**20)
+
+  hf = None if args.no_hf else make_hf(cfg)
+  if hf is None:
+    return
+  hf_s = [_timed(hf, r + 1) for r in range(args.runs)]
+  hf_med = statistics.median(hf_s)
+  import torch
+  import transformers
+  _emit(name="hf_generate", tokens_per_s=GENERATED / hf_med, run_s_median=hf_med, run_s_min=min(hf_s),
+        generated_tokens=GENERATED, torch_threads=torch.get_num_threads(), transformers=transformers.__version__,
+        torch=torch.__version__, maxrss_mib_after=_maxrss_mib())
+  _emit(name="sampler_speedup", ratio=hf_med / ours_med, ratio_of_best_runs=min(hf_s) / min(ours_s), target=5.0)
 
 
 if __name__ == "__main__":

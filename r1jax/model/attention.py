@@ -83,8 +83,8 @@ class MLA(nn.Module):
       scores = (jnp.einsum("BTNR,BSR->BNTS", q_lat, c_bsr, preferred_element_type=f32)
                 + jnp.einsum("BTNP,BSP->BNTS", q_pe, kpe_bsp, preferred_element_type=f32))
       probs = _softmax_f32(scores * scale, mask_b1ts).astype(dt)
-      o_lat = jnp.einsum("BNTS,BSR->BTNR", probs, c_bsr)
-      o_btnv = jnp.einsum("BTNR,RNV->BTNV", o_lat, w_uv)
+      o_lat = jnp.einsum("BNTS,BSR->BNTR", probs, c_bsr)     # this output order keeps XLA:CPU on its fast dot
+      o_btnv = jnp.einsum("BNTR,RNV->BTNV", o_lat, w_uv)
     else:
       k_nope = jnp.einsum("BSR,RNH->BSNH", c_bsr, w_uk)
       v_bsnv = jnp.einsum("BSR,RNV->BSNV", c_bsr, w_uv)

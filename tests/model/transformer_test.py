@@ -85,7 +85,8 @@ def test_gradients_reach_router_and_experts(tiny_params):
   moe = grads["sorted"]["layers_1"]["mlp"]
   for name in ("gate", "gate_proj", "up_proj", "down_proj"):
     assert float(jnp.abs(moe[name]).sum()) > 0, name
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), grads["dense"], grads["sorted"])
+  # fp32 summation order differs between the paths (combine before vs after the down projection).
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), grads["dense"], grads["sorted"])
 
 
 def test_remat_is_exact(tiny_params):
