@@ -212,8 +212,8 @@ def run_rl_stage(model_cfg: ModelConfig, sc: RLStageConfig, *, init_variables: d
       t1 = time.time()
       train_batch = _train_batch(kept, adv, active)
       if sc.grpo.beta > 0:
-        train_batch["ref_logp"] = ref_logprobs(ref, train_batch["tokens"], train_batch["attention_mask"],
-                                               sc.max_new_tokens)
+        train_batch["ref_logp"] = jax.block_until_ready(ref_logprobs(
+            ref, train_batch["tokens"], train_batch["attention_mask"], sc.max_new_tokens))   # timed honestly
       t_ref = time.time() - t1
       t2 = time.time()
       if n_keep > 0:
