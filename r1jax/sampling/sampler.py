@@ -393,8 +393,9 @@ def sample(cfg: ModelConfig, params, prompt_tokens, prompt_mask, *, rng, num_sam
     _fail("prompt_tokens.shape", tok_shape, "must be [batch, prompt_len] with both sizes >= 1")
   if mask_shape != tok_shape:
     _fail("prompt_mask.shape", mask_shape, f"must equal prompt_tokens.shape={tok_shape}")
-  if not jnp.issubdtype(np.result_type(prompt_tokens), jnp.integer):
-    _fail("prompt_tokens.dtype", np.result_type(prompt_tokens), "must be an integer type")
+  tok_dtype = getattr(prompt_tokens, "dtype", None) or np.asarray(prompt_tokens).dtype
+  if not jnp.issubdtype(tok_dtype, jnp.integer):
+    _fail("prompt_tokens.dtype", tok_dtype, "must be an integer type")
   for name, v in (("num_samples", num_samples), ("max_new_tokens", max_new_tokens)):
     if not _is_int(v) or v < 1:
       _fail(name, v, "must be a positive integer")
