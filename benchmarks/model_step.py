@@ -62,27 +62,36 @@ def main():
   ap.add_argument("--dtype", default="float32")
   ap.add_argument("--repeats", type=int, default=5)
   ap.add_argument("--skip_scaling", action="store_true")
+  ap.add_argument("--skip_step", action="store_true")
   args = ap.parse_args()
 
   peak = matmul_peak_flops()
   emit(name="matmul_peak_f32", gflops=round(peak / 1e9, 1), devices=jax.device_count(),
-       cpu_count=os.cpu_count())
+       cpu_count=os.cpu_count(), loadavg=[round(x, 2) for x in os.getloadavg()])
   cfg = ModelConfig.preset("bench", moe_impl=args.impl, dtype=args.dtype)
-  med, best, compile_s = bench_config(cfg, args.batch, args.seq, args.repeats)
+  if args.skip_step:
+    med = None
+  else:
+    med, best, compile_s = bench_config(cfg, args.batch, args.seq, args.repeats)
   tokens = args.batch * args.seq
   flops = model_flops_per_token(cfg, args.seq) * tokens
-  emit(name="model_step_fwd_bwd", preset="bench", impl=args.impl, dtype=args.dtype, batch=args.batch,
-       seq=args.seq, step_s_median=round(med, 4), step_s_min=round(best, 4), compile_s=round(compile_s, 2),
-       tokens_per_s=round(tokens / med), model_gflops_per_s=round(flops / med / 1e9, 1),
-       mfu=round(flops / med / peak, 3), peak_f32_gflops=round(peak / 1e9, 1), peak_rss_mb=round(peak_rss_mb()))
+  if med is not None:
+    emit(name="model_step_fwd_bwd", preset="bench", impl=args.impl, dtype=args.dtype, batch=args.batch,
+         seq=args.seq, step_s_median=round(med, 4), step_s_min=round(best, 4), compile_s=round(compile_s, 2),
+         tokens_per_s=round(tokens / med), model_gflops_per_s=round(flops / med / 1e9, 1),
+         mfu=round(flops / med / peak, 3), peak_f32_gflops=round(peak / 1e9, 1),
+         peak_rss_mb=round(peak_rss_mb()))
 
   if not args.skip_scaling:
-    times = {}
-    for e in (8, 64):
-      c = cfg.replace(n_routed_experts=e, n_group=2, topk_group=1)
-      times[e], _, _ = bench_config(c, args.batch, args.seq, args.repeats)
-    emit(name="moe_scaling", impl=args.impl, step_s_8_experts=round(times[8], 4),
-         step_s_64_experts=round(times[64], 4), ratio_64_over_8=round(times[64] / times[8], 3), target="<=1.25")
+    # Dropless (exact; what RL and parity use) and the capacity-factor training mode (may drop tokens).
+    for cf in (0.0, 1.25):
+      times = {}
+      for e in (8, 64):
+        c = cfg.replace(n_routed_experts=e, n_group=2, topk_group=1, capacity_factor=cf)
+        times[e], _, _ = bench_config(c, args.batch, args.seq, args.repeats)
+      emit(name="moe_scaling", impl=args.impl, capacity_factor=cf, step_s_8_experts=round(times[8], 4),
+           step_s_64_experts=round(times[64], 4), ratio_64_over_8=round(times[64] / times[8], 3),
+           target="<=1.25")
 
 
 if __name__ == "__main__":
