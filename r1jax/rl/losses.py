@@ -20,6 +20,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from r1jax.model.transformer import token_logprobs as model_token_logprobs
+
 # "seq_mean_token_mean":     mean over a sequence's valid tokens, then mean over the S sequences
 #                            (original GRPO, DeepSeekMath eq. 3; verl seq-mean-token-mean;
 #                            TRL "grpo").
@@ -297,9 +299,8 @@ def token_logprobs(
   """
   if _is_concrete_number(temperature) and temperature <= 0:
     raise ValueError(f"temperature must be > 0, got {temperature}.")
-  logits_stv = logits_stv.astype(jnp.float32) / temperature
-  picked_st = jnp.take_along_axis(logits_stv, targets_st[..., None].astype(jnp.int32), axis=-1)
-  return picked_st[..., 0] - jax.nn.logsumexp(logits_stv, axis=-1)
+  # One expression for sampler and update: r1jax.model owns it (the sampler sits below r1jax.rl).
+  return model_token_logprobs(logits_stv, targets_st, temperature)
 
 
 def token_entropy(
