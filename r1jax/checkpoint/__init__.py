@@ -5,6 +5,7 @@
     state, metadata, step = checkpoint.restore_or_init(ckpt, init_fn, data_iter=it)
     ckpt.save(step, state, data_iter=it, metadata={"loss": 1.23})
 """
+from r1jax.checkpoint.export import is_model, load_config, load_model, save_model
 from r1jax.checkpoint.manager import CheckpointManager, restore_or_init
 
-__all__ = ["CheckpointManager", "restore_or_init"]
+__all__ = ["CheckpointManager", "restore_or_init", "save_model", "load_model", "load_config", "is_model"]

@@ -1,0 +1,76 @@
+"""A finished model as one directory: its ModelConfig (JSON) and its variables (Orbax), written atomically.
+
+    save_model("runs/r1/r1_zero/model", cfg, variables, metadata={"stage": "r1_zero"})
+    cfg, variables, metadata = load_model("runs/r1/r1_zero/model")
+
+Stages of the R1 pipeline hand models to each other (rejection sampling, SFT, distillation, evaluation)
+through these directories. The directory is written under a temporary name and renamed when complete,
+so a reader never sees half a model: `is_model(path)` is True only for a finished export.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from r1jax.model.config import ModelConfig
+
+_CONFIG = "model_config.json"
+_META = "metadata.json"
+_VARS = "variables"
+
+
+def is_model(path: str | os.PathLike) -> bool:
+  """True if `path` holds a complete exported model."""
+  path = os.fspath(path)
+  return os.path.isfile(os.path.join(path, _CONFIG)) and os.path.isdir(os.path.join(path, _VARS))
+
+
+def save_model(path: str | os.PathLike, cfg: ModelConfig, variables: Any,
+               metadata: Mapping[str, Any] | None = None) -> str:
+  """Writes cfg + variables (+ JSON metadata) to `path`, replacing nothing: the path must not exist yet."""
+  path = os.path.abspath(os.fspath(path))
+  if is_model(path):
+    raise FileExistsError(f"{path} already holds an exported model")
+  tmp = path + ".tmp"
+  shutil.rmtree(tmp, ignore_errors=True)             # a save killed earlier
+  os.makedirs(tmp)
+  host = jax.tree.map(lambda x: np.asarray(jax.device_get(x)), variables)
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(os.path.join(tmp, _VARS), host)
+    ckptr.wait_until_finished()
+  with open(os.path.join(tmp, _CONFIG), "w") as f:
+    json.dump(cfg.to_dict(), f, indent=1)
+  with open(os.path.join(tmp, _META), "w") as f:
+    json.dump(dict(metadata or {}), f, indent=1, default=str)
+  shutil.rmtree(path, ignore_errors=True)            # an incomplete leftover, never a finished model
+  os.replace(tmp, path)
+  return path
+
+
+def load_config(path: str | os.PathLike) -> ModelConfig:
+  path = os.fspath(path)
+  if not is_model(path):
+    raise FileNotFoundError(f"{path} is not an exported r1jax model (no {_CONFIG} + {_VARS}/): "
+                            "was its stage finished?")
+  with open(os.path.join(path, _CONFIG)) as f:
+    d = json.load(f)
+  return ModelConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
+
+
+def load_model(path: str | os.PathLike) -> tuple[ModelConfig, dict, dict]:
+  """(ModelConfig, variables as jax arrays on the default device, metadata dict)."""
+  path = os.path.abspath(os.fspath(path))
+  cfg = load_config(path)
+  with ocp.StandardCheckpointer() as ckptr:
+    variables = ckptr.restore(os.path.join(path, _VARS))
+  variables = jax.tree.map(jax.numpy.asarray, variables)
+  meta_path = os.path.join(path, _META)
+  metadata = json.load(open(meta_path)) if os.path.exists(meta_path) else {}
+  return cfg, variables, metadata
