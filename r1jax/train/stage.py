@@ -21,7 +21,8 @@ from r1jax.data.pipeline import packed_lm_batches
 from r1jax.model.config import ModelConfig
 from r1jax.model.transformer import init_params
 from r1jax.sharding.mesh import batch_sharding
-from r1jax.train.lm import LMConfig, make_lm_update
+from r1jax.train.distill import DistillConfig, check_compatible, make_distill_update, make_teacher_topk
+from r1jax.train.lm import LMConfig
 from r1jax.train.optim import OptimConfig, make_optimizer
 from r1jax.train.state import TrainState, create_train_state
 from r1jax.train.step import check_finite
@@ -40,6 +41,7 @@ class LMStageConfig:
   keep: int = 2
   lm: LMConfig = LMConfig()
   optim: OptimConfig = OptimConfig()
+  distill: DistillConfig = DistillConfig()   # token-level KD (needs a teacher); top_k=0: plain LM / SFT
 
   def __post_init__(self):
     for name in ("num_steps", "batch_size", "seq_len", "log_every", "checkpoint_every", "keep"):
@@ -66,7 +68,8 @@ def device_batch(batch: dict, mesh=None) -> dict:
 
 
 def run_lm_stage(model_cfg: ModelConfig, sc: LMStageConfig, *, examples: Any, tokenizer, workdir: str,
-                 init_variables: dict | None = None, mesh=None, verbose: bool = True) -> dict:
+                 init_variables: dict | None = None, teacher: tuple[ModelConfig, dict] | None = None, mesh=None,
+                 verbose: bool = True) -> dict:
   """Trains next-token prediction on `examples` and returns the final model variables.
 
   Args:
@@ -76,11 +79,17 @@ def run_lm_stage(model_cfg: ModelConfig, sc: LMStageConfig, *, examples: Any, to
     tokenizer: any r1jax.data.Tokenizer.
     workdir: checkpoints go to workdir/checkpoints, metrics to workdir/metrics.jsonl.
     init_variables: starting variables (default: random init from sc.seed).
+    teacher: (teacher config, teacher variables) for token-level distillation (sc.distill.top_k > 0).
     mesh: optional device mesh.
   """
   # --- setup
+  if sc.distill.token_level:
+    if teacher is None:
+      raise ValueError(f"LMStageConfig.distill.top_k={sc.distill.top_k}: token-level distillation needs a teacher")
+    check_compatible(model_cfg, teacher[0])
   tx = make_optimizer(sc.optim)
-  update = make_lm_update(model_cfg, sc.lm, tx, mesh=mesh)
+  update = make_distill_update(model_cfg, sc.lm, sc.distill, tx, mesh=mesh)
+  teacher_topk = make_teacher_topk(teacher[0], sc.distill) if sc.distill.token_level else None
   data = packed_lm_batches(examples, tokenizer, batch_size=sc.batch_size, seq_len=sc.seq_len, seed=sc.seed,
                            template=sc.template)
   ckpt = CheckpointManager(os.path.join(workdir, "checkpoints"), max_to_keep=sc.keep)
@@ -109,6 +118,8 @@ def run_lm_stage(model_cfg: ModelConfig, sc: LMStageConfig, *, examples: Any, to
     t_last = time.time()
     while step < sc.num_steps:
       batch = device_batch(next(data), mesh)
+      if teacher_topk is not None:
+        batch = teacher_topk(teacher[1], batch)
       state, metrics = update(state, batch)
       step += 1
       check_finite(metrics, step)      # before any save: a NaN step never reaches a checkpoint

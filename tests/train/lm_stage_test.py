@@ -29,7 +29,7 @@ def test_stage_runs_resumes_and_finishes(tmp_path):
 
 
 def test_non_finite_step_raises_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
-  real = stage.make_lm_update
+  real = stage.make_distill_update
 
   def poisoned(*args, **kwargs):
     update = real(*args, **kwargs)
@@ -41,7 +41,7 @@ def test_non_finite_step_raises_and_keeps_last_good_checkpoint(tmp_path, monkeyp
       return new_state, metrics
     return wrapped
 
-  monkeypatch.setattr(stage, "make_lm_update", poisoned)
+  monkeypatch.setattr(stage, "make_distill_update", poisoned)
   with pytest.raises(NonFiniteError, match="at step 3"):
     stage.run_lm_stage(CFG, _config(6), examples=TEXTS, tokenizer=FakeTokenizer(vocab_size=64),
                        workdir=str(tmp_path), verbose=False)
