@@ -79,6 +79,19 @@ class MetricsWriter:
     return [r for r in recs if kind is None or r.get("kind") == kind]
 
 
+class Preempted(SystemExit):
+  """Raised by a stage once its SIGTERM/SIGINT checkpoint is committed, so that no caller goes on with a
+  half-trained model. It is a SystemExit with status 0: uncaught, the process ends cleanly, and rerunning
+  the same command resumes from that checkpoint."""
+
+  def __init__(self, stage: str, step: int):
+    super().__init__(0)
+    self.stage, self.step = stage, step
+
+  def __str__(self) -> str:
+    return f"{self.stage} stage preempted at step {self.step}: checkpoint saved; rerun the same command to resume"
+
+
 class Preemption:
   """Catches SIGTERM/SIGINT while active: `requested` turns True and the loop saves and exits cleanly."""
 
