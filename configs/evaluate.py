@@ -1,0 +1,34 @@
+"""Evaluation of exported models on a held-out split: pass@1 (greedy and sampled), pass@k, maj@k, format,
+language consistency, length.
+
+    python -m experiments.evaluate --config=configs/evaluate.py --tokenizer=runs/r1/tokenizer.model \
+        --models=base=runs/r1/pretrain/model,r1_zero=runs/r1/r1_zero/model --out=runs/r1/eval
+    python -m experiments.evaluate --config=configs/evaluate.py:runlocal ...   # 40 problems, 4 samples
+
+Every model is scored on the same problems with the same sampling seed, so rows of the table differ
+only by the model.
+"""
+import ml_collections
+
+
+def get_config(arg: str | None = None):
+  runlocal = arg == "runlocal"
+  c = ml_collections.ConfigDict()
+  c.seed = 0                                           # which problems are drawn (procedural tasks)
+
+  # Held-out problems: r1jax.data.tasks.get(name, **rest).examples(split, seed=seed, num=num_problems).
+  c.task = dict(name="arithmetic", digits=2, ops="+")
+  c.split = "test"                                     # never trained on (tasks split by a problem hash)
+  c.num_problems = 40 if runlocal else 400
+  c.template = "compact"                               # must be the template the models were trained with
+
+  # r1jax.eval.EvalConfig. Sampling follows R1's evaluation setup (temperature 0.6, k samples per
+  # problem); eval.seed fixes the sampling keys, so rerunning reproduces every number.
+  # num_examples follows num_problems (a reference: --config.num_problems=N changes both).
+  # language_target ("latin", "english", "chinese", ...) adds the language-consistency columns; it is
+  # off here because arithmetic chains of thought ("4+2=6 4+8=12") hold no words to score (0.0 by
+  # definition), which would read as "never consistent".
+  c.eval = dict(num_examples=c.get_ref("num_problems"), batch_size=40 if runlocal else 100, max_prompt_len=24,
+                max_new_tokens=40, num_samples=4 if runlocal else 8, temperature=0.6, seed=0,
+                language_target="")
+  return c

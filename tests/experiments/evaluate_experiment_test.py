@@ -1,0 +1,112 @@
+"""experiments/evaluate.py: validates before any work, evaluates exported models, caches and resumes."""
+import json
+
+import jax
+import numpy as np
+import pytest
+
+import experiments.evaluate as ev
+from configs import evaluate as evaluate_config
+from r1jax.checkpoint import save_model
+from r1jax.config_utils import ConfigFieldError
+from r1jax.data import SentencePieceTokenizer, tasks
+from r1jax.model import init_params
+from r1jax.testing import tiny_model_config
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+  """A SentencePiece tokenizer on a few arithmetic lines and two randomly initialised tiny models."""
+  root = tmp_path_factory.mktemp("eval_setup")
+  lines = [f"Q: {ex['question']}\nA: <think>{ex['answer']}</think><answer>{ex['answer']}</answer>"
+           for ex in tasks.get("arithmetic", digits=2, ops="+").examples("train", seed=0, num=200)]
+  tok = SentencePieceTokenizer.train(lines, vocab_size=300, hard_vocab_limit=False)
+  tok_path = str(root / "tokenizer.model")
+  tok.save(tok_path)
+  cfg = tiny_model_config(vocab_size=tok.vocab_size)
+  # init_params' tree and shapes, drawn with numpy: compiling init_params would double the test's time.
+  shapes = jax.eval_shape(lambda: init_params(cfg, jax.random.key(0)))
+  models = {}
+  for i, name in enumerate(["base", "r1"]):
+    rs = np.random.RandomState(i)
+    variables = jax.tree.map(lambda s: rs.normal(0.0, 0.02, s.shape).astype(s.dtype), shapes)
+    models[name] = save_model(root / name, cfg, variables, metadata={"stage": name})
+  return models, tok_path
+
+
+def _config():
+  c = evaluate_config.get_config("runlocal")
+  c.num_problems = 4
+  c.eval.update(batch_size=4, max_new_tokens=6, num_samples=2, language_target="latin")
+  return c
+
+
+@pytest.mark.parametrize("arg", [None, "runlocal"])
+def test_config_validates(arg, setup):
+  models, tok_path = setup
+  ec, task = ev.validate(evaluate_config.get_config(arg), models, tok_path)
+  assert ec.num_examples == evaluate_config.get_config(arg).num_problems and task.name == "arithmetic"
+
+
+def test_parse_models():
+  assert ev.parse_models("a=/x/a, b=rel/b") == {"a": "/x/a", "b": "rel/b"}
+  assert list(ev.parse_models("z=1,a=2")) == ["z", "a"]          # command-line order = table order
+  for bad in ["a", "a=", "=d", "a=1,a=2"]:
+    with pytest.raises(ValueError, match="--models"):
+      ev.parse_models(bad)
+
+
+def test_run_writes_results_and_resumes(setup, tmp_path, monkeypatch):
+  models, tok_path = setup
+  out = tmp_path / "eval"
+  reports = ev.run(_config(), models, tok_path, str(out))
+  assert list(reports) == ["base", "r1"]
+  for rep in reports.values():
+    assert rep["num_examples"] == 4 and 0.0 <= rep["pass@1_greedy"] <= 1.0
+    assert {"pass@2", "maj@2", "language_greedy", "language_consistent_sampled"} <= set(rep)
+  assert reports["r1"]["model_metadata"] == {"stage": "r1"}
+  with open(out / "results.json") as f:
+    assert json.load(f) == reports
+  md = (out / "results.md").read_text()
+  assert "| base |" in md and "| r1 |" in md and "language_consistent_sampled" in md
+  assert (out / "results.png").read_bytes()[:4] == b"\x89PNG"
+  assert not list(out.glob("*.tmp"))
+
+  # A rerun (e.g. after a kill) reads every model from its cache and computes nothing.
+  def fail(*args, **kwargs):
+    raise AssertionError("a cached model was evaluated again")
+
+  monkeypatch.setattr(ev, "evaluate", fail)
+  monkeypatch.setattr(ev, "load_model", fail)
+  assert ev.run(_config(), models, tok_path, str(out)) == reports
+  # Other settings are not served from the cache.
+  c = _config()
+  c.eval.seed = 1
+  with pytest.raises(AssertionError, match="evaluated again"):
+    ev.run(c, models, tok_path, str(out))
+
+
+def test_bad_inputs_fail_before_any_work(setup, tmp_path, monkeypatch):
+  models, tok_path = setup
+
+  def fail(*args, **kwargs):
+    raise AssertionError("work started before validation")
+
+  for fn in ("evaluate", "load_model", "SentencePieceTokenizer"):
+    monkeypatch.setattr(ev, fn, fail)
+  out = tmp_path / "eval"
+  with pytest.raises(FileNotFoundError, match=r"model 'missing': .*nope is not an exported r1jax model"):
+    ev.run(_config(), {**models, "missing": str(tmp_path / "nope")}, tok_path, str(out))
+  with pytest.raises(ValueError, match="model name 'results'"):
+    ev.run(_config(), {"results": models["base"]}, tok_path, str(out))
+  with pytest.raises(FileNotFoundError, match="tokenizer"):
+    ev.run(_config(), models, str(tmp_path / "no.model"), str(out))
+  c = _config()
+  c.eval.num_samples = 0
+  with pytest.raises(ConfigFieldError, match="config.eval: EvalConfig.num_samples=0"):
+    ev.run(c, models, tok_path, str(out))
+  c = _config()
+  c.split = "validation"
+  with pytest.raises(ValueError, match="config.split='validation'"):
+    ev.run(c, models, tok_path, str(out))
+  assert not out.exists()
