@@ -1,0 +1,31 @@
+"""Rejection sampling from an exported RL checkpoint: K samples per problem, keep the correct, formatted ones.
+
+    python -m experiments.rejection_sample --config=configs/rejection_sample.py \
+        --model=runs/r1_zero/model --tokenizer=runs/r1_zero/tokenizer.model --out=runs/r1_zero/traces.jsonl
+    python -m experiments.rejection_sample --config=configs/rejection_sample.py:runlocal ...   # a small run
+
+The defaults match configs/r1_zero.py (2-digit addition, the compact template, 24 prompt tokens and 40
+new tokens), whose RL policy is the model this stage is meant to read. The problems are the train split:
+the traces become SFT data, so the test split stays held out for evaluation.
+"""
+import ml_collections
+
+
+def get_config(arg: str | None = None):
+  runlocal = arg == "runlocal"
+  c = ml_collections.ConfigDict()
+  c.seed = 0                                             # which problems are drawn
+  c.task = dict(name="arithmetic", digits=2, ops="+")   # r1jax.data.tasks.get(name, **rest)
+  c.split = "train"
+  c.num_problems = 16 if runlocal else 2000
+  c.template = "compact"                                 # "Q: {question}\nA: <think>"
+
+  # r1jax.rl.rejection.RejectionConfig. `template` is a reference to c.template: overriding either
+  # changes both, so the prompts sampled and the prompts written for SFT cannot disagree.
+  c.rejection = dict(
+      num_samples=4 if runlocal else 16, batch_size=8 if runlocal else 64, max_prompt_len=24,
+      max_new_tokens=40, temperature=1.0, top_k=0, top_p=1.0, template=c.get_ref("template"),
+      reward_weights=(("accuracy", 1.0), ("format", 1.0)), reward_options=(),
+      min_rewards=(("accuracy", 1.0), ("format", 1.0)), min_total=float("-inf"),
+      max_per_prompt=1 if runlocal else 2, prefer="shortest", seed=0)
+  return c
