@@ -24,11 +24,13 @@ from r1jax.data import tasks
 from r1jax.eval import EvalConfig, evaluate
 from r1jax.eval.report import eval_columns, eval_table, is_percent, plot_bars
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Evaluation config (configs/evaluate.py).",
-                                          lock_config=True)
-_MODELS = flags.DEFINE_string("models", None, "name1=DIR1,name2=DIR2: exported model directories, in table order.")
-_TOKENIZER = flags.DEFINE_string("tokenizer", None, "SentencePiece .model file the models were trained with.")
-_OUT = flags.DEFINE_string("out", None, "Output directory (resumed if it exists).")
+def _define_flags():
+  """Defined only when run as a script, so that other experiments can import this module."""
+  config_flags.DEFINE_config_file("config", None, "Evaluation config (configs/evaluate.py).",
+                                  lock_config=True)
+  flags.DEFINE_string("models", None, "name1=DIR1,name2=DIR2: exported model directories, in table order.")
+  flags.DEFINE_string("tokenizer", None, "SentencePiece .model file the models were trained with.")
+  flags.DEFINE_string("out", None, "Output directory (resumed if it exists).")
 
 # results.json / .md / .png live beside the per-model caches, so a model may not take these names.
 _RESERVED = frozenset({"results"})
@@ -138,9 +140,10 @@ def run(c, models: dict[str, str], tokenizer_path: str, out_dir: str) -> dict:
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)   # Orbax logs every restore at INFO
-  run(_CONFIG.value, parse_models(_MODELS.value), _TOKENIZER.value, _OUT.value)
+  run(flags.FLAGS.config, parse_models(flags.FLAGS.models), flags.FLAGS.tokenizer, flags.FLAGS.out)
 
 
 if __name__ == "__main__":
+  _define_flags()
   flags.mark_flags_as_required(["config", "models", "tokenizer", "out"])
   app.run(main)

@@ -26,9 +26,11 @@ from r1jax.rl.loop import RLStageConfig, run_rl_stage
 from r1jax.train.stage import LMStageConfig, run_lm_stage
 from r1jax.train.writers import MetricsWriter
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config (configs/r1_zero.py).",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (resumed if it exists).")
+def _define_flags():
+  """Defined only when run as a script, so that other experiments can import this module."""
+  config_flags.DEFINE_config_file("config", None, "Experiment config (configs/r1_zero.py).",
+                                  lock_config=True)
+  flags.DEFINE_string("workdir", None, "Output directory (resumed if it exists).")
 
 
 def validate(c, vocab_size: int = 64):
@@ -112,9 +114,10 @@ def run(c, workdir: str) -> dict:
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)   # Orbax logs every save at INFO
-  run(_CONFIG.value, _WORKDIR.value)
+  run(flags.FLAGS.config, flags.FLAGS.workdir)
 
 
 if __name__ == "__main__":
+  _define_flags()
   flags.mark_flags_as_required(["config", "workdir"])
   app.run(main)

@@ -20,11 +20,13 @@ from r1jax.data import SentencePieceTokenizer
 from r1jax.data import tasks
 from r1jax.rl.rejection import RejectionConfig, rejection_sample
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config (configs/rejection_sample.py).",
-                                          lock_config=True)
-_MODEL = flags.DEFINE_string("model", None, "Exported model directory (r1jax.checkpoint.save_model).")
-_TOKENIZER = flags.DEFINE_string("tokenizer", None, "SentencePiece .model file the model was trained with.")
-_OUT = flags.DEFINE_string("out", None, "Output JSONL (OUT.progress.json and OUT.stats.json beside it).")
+def _define_flags():
+  """Defined only when run as a script, so that other experiments can import this module."""
+  config_flags.DEFINE_config_file("config", None, "Experiment config (configs/rejection_sample.py).",
+                                  lock_config=True)
+  flags.DEFINE_string("model", None, "Exported model directory (r1jax.checkpoint.save_model).")
+  flags.DEFINE_string("tokenizer", None, "SentencePiece .model file the model was trained with.")
+  flags.DEFINE_string("out", None, "Output JSONL (OUT.progress.json and OUT.stats.json beside it).")
 
 
 def validate(c):
@@ -61,10 +63,11 @@ def run(c, model_dir: str, tokenizer_path: str, out_path: str) -> dict:
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)   # Orbax logs every restore at INFO
-  stats = run(_CONFIG.value, _MODEL.value, _TOKENIZER.value, _OUT.value)
+  stats = run(flags.FLAGS.config, flags.FLAGS.model, flags.FLAGS.tokenizer, flags.FLAGS.out)
   print(json.dumps({"all": stats["all"], "tasks": stats["tasks"]}, indent=1))
 
 
 if __name__ == "__main__":
+  _define_flags()
   flags.mark_flags_as_required(["config", "model", "tokenizer", "out"])
   app.run(main)
