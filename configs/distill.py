@@ -1,0 +1,28 @@
+"""Distil a dense student from a teacher's traces (sequence level, as R1's distilled models) plus, optionally,
+token-level KD against the teacher's top-k log-probs on the same traces.
+
+    python -m experiments.distill --config=configs/distill.py --data=runs/r1/rs_r1/traces.jsonl \
+        --tokenizer=runs/r1/tokenizer.model --teacher=runs/r1/sft_r1/model \
+        [--student_init=runs/r1/student_pretrain/model] --workdir=runs/distill
+
+The student is a Qwen2-style dense model (GQA, qkv bias, tied embeddings); it shares the teacher's
+tokenizer. `distill.distill.top_k=0` turns token-level KD off (pure SFT on the traces).
+"""
+import ml_collections
+
+
+def get_config(arg: str | None = None):
+  runlocal = arg == "runlocal"
+  c = ml_collections.ConfigDict()
+  c.student = dict(
+      hidden_size=96, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+      attention="gqa", attention_bias=True, tie_word_embeddings=True, max_position_embeddings=256,
+      rope_theta=10000.0, initializer_range=0.02)
+  steps = 10 if runlocal else 150
+  c.distill = dict(
+      num_steps=steps, batch_size=16, seq_len=192, log_every=min(25, steps), checkpoint_every=50,
+      template="compact", lm=dict(router_bias_rate=0.0, balance_loss_coef=0.0),
+      optim=dict(learning_rate=1e-3, warmup_steps=min(20, steps // 4), total_steps=steps, weight_decay=0.01,
+                 end_lr_ratio=0.05),
+      distill=dict(top_k=8, kd_weight=0.5, temperature=1.0))
+  return c

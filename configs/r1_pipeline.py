@@ -1,0 +1,105 @@
+"""The full DeepSeek-R1 pipeline on a laptop CPU, at toy scale (experiments/r1_pipeline.py).
+
+    python -m experiments.r1_pipeline --config=configs/r1_pipeline.py --workdir=runs/r1
+    python -m experiments.r1_pipeline --config=configs/r1_pipeline.py:runlocal --workdir=/tmp/r1   # smoke run
+
+pretrain MoE base -> R1-Zero (GRPO: accuracy + format) -> rejection sampling -> cold-start SFT of the base
+-> RL round 2 (accuracy + format + language consistency) -> rejection sampling -> SFT of the base on those
+traces (R1) -> distil a dense GQA student (Qwen2-style) on the same traces, next to the same student
+pretrained on the corpus alone -> one evaluation table.
+
+The corpus is configs/r1_zero.py's 2-digit addition corpus with language mixing: worked solutions name
+their columns in words, the ones column usually in English and the tens column usually in Cyrillic
+(r1jax.data.corpora), so the chains of thought R1-Zero learns to write mix scripts, as the paper reports.
+"""
+import ml_collections
+
+
+def get_config(arg: str | None = None):
+  small = arg in ("runlocal", "tiny")      # runlocal: a few-minute smoke run; tiny: the notebook test
+  tiny = arg == "tiny"
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  # Task, corpus, tokenizer.
+  c.task = dict(name="arithmetic", digits=2, ops="+")
+  c.num_train_problems = 200 if small else 3600
+  c.num_eval_problems = 20 if small else 400
+  c.corpus_modes = dict(worked=0.25, direct=0.45, bare=0.30)
+  c.mixing = dict(first="latin", second="cyrillic", second_prob=(0.3, 0.7))
+  c.language = "latin"                    # the target of the language-consistency reward and metric
+  c.tokenizer = dict(vocab_size=320, model_type="bpe")
+  c.template = "compact"
+
+  # Models. The teacher: a tiny DeepSeek-V3-style MoE (MLA, shared expert, first layer dense).
+  c.model = dict(
+      hidden_size=128, intermediate_size=384, num_hidden_layers=3, num_attention_heads=4,
+      max_position_embeddings=256, n_routed_experts=4, n_shared_experts=1, moe_intermediate_size=96,
+      num_experts_per_tok=2, n_group=1, topk_group=1, routed_scaling_factor=1.0, first_k_dense_replace=1,
+      attention="mla", q_lora_rank=None, kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=16,
+      v_head_dim=32, moe_impl="sorted", initializer_range=0.02)
+  # The student: a smaller dense Qwen2-style model (GQA with qkv bias, tied embeddings).
+  c.student = dict(
+      hidden_size=96, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+      attention="gqa", attention_bias=True, tie_word_embeddings=True, max_position_embeddings=256,
+      rope_theta=10000.0, initializer_range=0.02)
+  if tiny:
+    c.model.update(hidden_size=32, intermediate_size=64, num_hidden_layers=2, moe_intermediate_size=32,
+                   kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=8, v_head_dim=8)
+    c.student.update(hidden_size=32, intermediate_size=64, num_hidden_layers=2)
+
+  def lm(steps, lr, warmup=20, bias_rate=1e-3):
+    steps = 4 if tiny else (20 if small else steps)
+    return dict(num_steps=steps, batch_size=16, seq_len=192, log_every=max(1, min(25, steps // 4)),
+                checkpoint_every=100, template="compact",
+                lm=dict(router_bias_rate=bias_rate, balance_loss_coef=0.0),
+                optim=dict(learning_rate=lr, warmup_steps=min(warmup, steps // 4), total_steps=steps,
+                           weight_decay=0.01, end_lr_ratio=0.05))
+
+  def rl(steps, weights, lr=2e-4):
+    steps = 2 if tiny else (3 if small else steps)
+    return dict(
+        num_steps=steps, batch_size=8, group_size=8, max_prompt_len=24, max_new_tokens=48,
+        template="compact", reward_weights=weights,
+        reward_options=(("language_consistency", (("target", c.language),)),) if any(
+            n == "language_consistency" for n, _ in weights) else (),
+        dynamic_sampling=True, max_refills=1, checkpoint_every=10, log_every=1, eval_every=0,
+        grpo=dict(epsilon_low=0.2, epsilon_high=0.28, beta=0.01, kl_estimator="k3", aggregation="token_mean",
+                  temperature=1.0, num_iterations=2, num_minibatches=1, router_bias_rate=0.0),
+        optim=dict(learning_rate=lr, warmup_steps=0, total_steps=steps, schedule="constant", clip_norm=1.0))
+
+  def rejection(num_problems, k):
+    return dict(
+        num_problems=16 if small else num_problems,
+        config=dict(num_samples=2 if tiny else k, batch_size=64, max_prompt_len=24, max_new_tokens=48,
+                    temperature=1.0, template="compact",
+                    reward_weights=(("accuracy", 1.0), ("format", 1.0), ("language_consistency", 1.0)),
+                    reward_options=(("language_consistency", (("target", c.language),)),),
+                    # R1 keeps correct, readable traces: mixed-language chains of thought are filtered out.
+                    # (The `tiny` plumbing test keeps everything: its 4-step models solve nothing.)
+                    min_rewards=() if tiny else (("accuracy", 1.0), ("format", 1.0), ("language_consistency", 1.0)),
+                    max_per_prompt=1, prefer="shortest", seed=0))
+
+  # Stages.
+  c.pretrain = lm(500, 3e-3)                                            # the MoE base
+  c.r1_zero = rl(30, (("accuracy", 1.0), ("format", 0.2)))              # rule rewards only
+  c.rs_cold = rejection(1200, 8)                                        # cold-start traces from R1-Zero
+  c.sft_cold = lm(100, 1e-3, bias_rate=0.0)                             # base -> cold-start SFT
+  c.rl2 = rl(20, (("accuracy", 1.0), ("format", 0.2), ("language_consistency", 0.5)))
+  c.rs_r1 = rejection(2400, 4)                                          # traces from RL round 2
+  c.sft_r1 = lm(150, 1e-3, bias_rate=0.0)                               # base -> R1 (stage-3 SFT)
+  c.sft_r1_init = "base"                                                # "base" (as in R1) | "rl2"
+  c.student_pretrain = lm(500, 3e-3, bias_rate=0.0)                     # student on the corpus alone
+  c.distill = lm(150, 1e-3, bias_rate=0.0)                              # student_base + teacher traces
+  c.distill.distill = dict(top_k=8, kd_weight=0.5, temperature=1.0)     # + token-level KD (top_k=0: off)
+  c.distill_teacher = "r1"                                              # "r1" | "rl2"
+
+  # Evaluation of every model on the held-out test split (experiments/evaluate.py's config).
+  c.evaluate = dict(
+      task=dict(c.task), split="test", num_problems=c.get_ref("num_eval_problems"), seed=0,
+      template=c.get_ref("template"),
+      eval=dict(num_examples=c.get_ref("num_eval_problems"), batch_size=20 if small else 100, max_prompt_len=24,
+                max_new_tokens=48, num_samples=4, temperature=1.0, language_target=c.get_ref("language")))
+  c.evaluate = ml_collections.ConfigDict(c.evaluate)
+  c.evaluate.task = c.task            # one object: overriding --config.task.* changes both
+  return c

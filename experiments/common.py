@@ -1,0 +1,73 @@
+"""Glue shared by the experiment scripts: stages that end in an exported model and skip finished work.
+
+Every stage writes into its own directory and ends by exporting `<dir>/model` (r1jax.checkpoint.save_model,
+written atomically). A stage whose model exists is finished and is not run again; a stage that was killed
+resumes from its own Orbax checkpoints. So any script, and the whole pipeline, can be killed at any moment
+and rerun with the same command.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from r1jax.checkpoint import is_model, load_model, save_model
+from r1jax.data import SentencePieceTokenizer
+from r1jax.model import ModelConfig
+from r1jax.rl.loop import RLStageConfig, run_rl_stage
+from r1jax.train.stage import LMStageConfig, run_lm_stage
+
+
+def model_dir(stage_dir: str) -> str:
+  return os.path.join(stage_dir, "model")
+
+
+def tokenizer(path: str, texts: Sequence[str] | None = None, *, vocab_size: int = 0,
+              model_type: str = "bpe") -> SentencePieceTokenizer:
+  """Loads the tokenizer at `path`, or trains it on `texts` and saves it there first."""
+  if os.path.exists(path):
+    return SentencePieceTokenizer.load(path)
+  if texts is None:
+    raise FileNotFoundError(f"tokenizer {path} does not exist")
+  tok = SentencePieceTokenizer.train(texts, vocab_size=vocab_size, model_type=model_type)
+  tok.save(path)
+  return tok
+
+
+def lm_stage(stage_dir: str, model_cfg: ModelConfig, sc: LMStageConfig, examples: Any, tok, *,
+             init: str | None = None, teacher: str | None = None, metadata: Mapping | None = None) -> str:
+  """Pretraining / SFT / distillation into stage_dir; returns the exported model dir.
+
+  init: exported model to start from (None: random init); teacher: exported teacher for token-level KD.
+  """
+  out = model_dir(stage_dir)
+  if is_model(out):
+    return out
+  init_vars = None
+  if init is not None:
+    init_cfg, init_vars, _ = load_model(init)
+    if init_cfg != model_cfg:
+      raise ValueError(f"{init}: its model config differs from the stage's ({stage_dir})")
+  teacher_pair = load_model(teacher)[:2] if teacher is not None and sc.distill.token_level else None
+  variables = run_lm_stage(model_cfg, sc, examples=examples, tokenizer=tok, workdir=stage_dir,
+                           init_variables=init_vars, teacher=teacher_pair)
+  return save_model(out, model_cfg, variables, metadata={"init": init, "teacher": teacher, **dict(metadata or {})})
+
+
+def rl_stage(stage_dir: str, sc: RLStageConfig, init: str, tok, train: Sequence, test: Sequence | None, *,
+             metadata: Mapping | None = None) -> str:
+  """GRPO from the exported model `init` into stage_dir; returns the exported model dir."""
+  out = model_dir(stage_dir)
+  if is_model(out):
+    return out
+  cfg, variables, _ = load_model(init)
+  variables = run_rl_stage(cfg, sc, init_variables=variables, tokenizer=tok, train_examples=train,
+                           eval_examples=test, workdir=stage_dir)
+  return save_model(out, cfg, variables, metadata={"init": init, **dict(metadata or {})})
+
+
+def write_json(path: str, obj: Any) -> None:
+  with open(path + ".tmp", "w") as f:
+    json.dump(obj, f, indent=1, default=str)
+  os.replace(path + ".tmp", path)

@@ -1,0 +1,86 @@
+"""experiments/sft.py and experiments/distill.py end to end on tiny models into temp workdirs."""
+import json
+
+import jax
+import numpy as np
+import pytest
+
+import experiments.distill as distill_exp
+import experiments.sft as sft_exp
+from configs import distill as distill_config
+from configs import sft as sft_config
+from r1jax.checkpoint import is_model, load_model, save_model
+from r1jax.config_utils import ConfigFieldError
+from r1jax.data import SentencePieceTokenizer, tasks
+from r1jax.data.jsonl import JsonlError
+from r1jax.model import init_params
+from r1jax.testing import tiny_model_config
+import r1jax.train.stage as stage
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+  """A tokenizer, a tiny exported teacher, and a JSONL of traces as rejection sampling writes them."""
+  root = tmp_path_factory.mktemp("sft_setup")
+  exs = list(tasks.get("arithmetic", digits=2, ops="+").examples("train", seed=0, num=64))
+  traces = [{"prompt": f"Q: {ex['question']}\nA: <think>", "completion": f"ones {ex['answer']}</think><answer>"
+             f"{ex['answer']}</answer>", "reward": 2.0, "task": "arithmetic"} for ex in exs]
+  tok = SentencePieceTokenizer.train([t["prompt"] + t["completion"] for t in traces], vocab_size=300,
+                                     hard_vocab_limit=False)
+  tok_path = str(root / "tokenizer.model")
+  tok.save(tok_path)
+  data = root / "traces.jsonl"
+  data.write_text("".join(json.dumps(t) + "\n" for t in traces))
+  cfg = tiny_model_config(vocab_size=tok.vocab_size)
+  teacher = save_model(root / "teacher", cfg, init_params(cfg, jax.random.key(0)))
+  return tok_path, str(data), teacher
+
+
+def _small(c, section):
+  c[section].update(num_steps=3, batch_size=2, seq_len=64, log_every=1, checkpoint_every=2)
+  c[section].optim.update(total_steps=3, warmup_steps=0)
+  return c
+
+
+def test_sft_from_a_checkpoint_then_skips_when_finished(setup, tmp_path, monkeypatch):
+  tok_path, data, teacher = setup
+  c = _small(sft_config.get_config("runlocal"), "sft")
+  out = sft_exp.run(c, [data], tok_path, str(tmp_path / "sft"), init=teacher)
+  assert is_model(out)
+  cfg, variables, meta = load_model(out)
+  assert cfg == load_model(teacher)[0] and meta["init"] == teacher
+  recs = [json.loads(l) for l in open(tmp_path / "sft" / "metrics.jsonl")]
+  assert [r["step"] for r in recs if r["kind"] == "train"] == [1, 2, 3]
+  t0 = jax.tree.leaves(load_model(teacher)[1])
+  assert any(not np.array_equal(a, b) for a, b in zip(t0, jax.tree.leaves(variables)))   # it trained
+
+  monkeypatch.setattr(stage, "run_lm_stage", lambda *a, **k: pytest.fail("a finished stage ran again"))
+  assert sft_exp.run(c, [data], tok_path, str(tmp_path / "sft"), init=teacher) == out
+
+
+def test_distill_with_token_level_kd(setup, tmp_path):
+  tok_path, data, teacher = setup
+  c = _small(distill_config.get_config("runlocal"), "distill")
+  c.student.update(hidden_size=32, intermediate_size=64, num_hidden_layers=2)
+  out = distill_exp.run(c, [data], tok_path, teacher, str(tmp_path / "student"))
+  cfg, _, meta = load_model(out)
+  assert cfg.attention == "gqa" and not cfg.is_moe and meta["teacher"] == teacher
+  recs = [json.loads(l) for l in open(tmp_path / "student" / "metrics.jsonl")]
+  assert all(np.isfinite(r["kd_kl"]) and r["kd_kl"] >= 0 for r in recs if r["kind"] == "train")
+
+
+def test_bad_inputs_fail_before_training(setup, tmp_path):
+  tok_path, data, teacher = setup
+  c = sft_config.get_config()
+  c.sft.batch_size = 0
+  with pytest.raises(ConfigFieldError, match="config.sft: LMStageConfig.batch_size=0"):
+    sft_exp.run(c, [data], tok_path, str(tmp_path / "x"))
+  bad = tmp_path / "bad.jsonl"
+  bad.write_text(open(data).readline() + "{not json\n")
+  with pytest.raises(JsonlError, match=r"bad.jsonl:2"):
+    sft_exp.run(sft_config.get_config(), [str(bad)], tok_path, str(tmp_path / "y"))
+  c = distill_config.get_config()
+  c.distill.distill.kd_weight = 2.0
+  with pytest.raises(ConfigFieldError, match="kd_weight=2.0"):
+    distill_exp.run(c, [data], tok_path, teacher, str(tmp_path / "z"))
+  assert not (tmp_path / "x").exists() and not (tmp_path / "z").exists()
