@@ -18,6 +18,9 @@ CORE = [
     "math-verify[antlr4_13_2]>=0.7",
 ]
 
+# What executing colabs/ needs: the paired .py <-> .ipynb (jupytext), a kernel and a headless runner.
+NOTEBOOK_RUN = ["jupytext>=1.16", "nbformat>=5.9", "nbclient>=0.10", "ipykernel>=6.25"]
+
 setuptools.setup(
     name="r1jax",
     version="0.1.0",
@@ -27,9 +30,10 @@ setuptools.setup(
     python_requires=">=3.10",
     install_requires=CORE,
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3", "hypothesis>=6"],
+        # nbclient/nbformat/ipykernel/jupytext: tests/colabs executes the notebooks in CI too.
+        "test": ["pytest>=8", "pytest-xdist>=3", "hypothesis>=6", *NOTEBOOK_RUN],
         # torch: CI installs the CPU wheel (torch==2.13.0) before this extra so pip never pulls a CUDA build.
         "hf": ["torch>=2.3", "transformers>=4.57", "safetensors>=0.4"],
-        "notebooks": ["jupytext>=1.16", "nbconvert>=7", "ipykernel>=6", "matplotlib>=3.8"],
+        "notebooks": [*NOTEBOOK_RUN, "matplotlib>=3.8"],
     },
 )
