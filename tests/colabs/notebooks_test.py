@@ -49,9 +49,18 @@ class Notebook:
   check: Callable[[str, Any], None] | None = None  # check(workdir, executed notebook)
 
 
+def _check_quickstart(workdir: str, nb) -> None:
+  text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", ()))
+  summary = json.loads([line for line in text.splitlines() if line.startswith('{"pretrain"')][-1])
+  assert set(summary) >= {"pretrain", "r1_zero", "sft_r1", "distill"}
+  assert all(0.0 <= v <= 1.0 for v in summary.values())
+
+
 NOTEBOOKS = [
     Notebook("moe_routing", {"STEPS": 8, "TINY": True}, ("expert_load.png", "expert_load.json"),
              _check_moe_routing),
+    Notebook("r1_quickstart", {"SETTING": "tiny"},
+             ("report.md", "quickstart_curves.png", "eval/results.png", "eval/results.json"), _check_quickstart),
 ]
 
 
