@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 # The evaluation table's columns, in order; "{k}" is the report's sample count (its largest pass@k).
 # Columns a report lacks are dropped, so the language columns appear only when they were measured.
 EVAL_COLUMNS = ("pass@1_greedy", "pass@1_sampled", "pass@{k}", "maj@{k}", "format_greedy", "format_sampled",
-                "language_sampled", "language_consistent_sampled", "length_sampled")
+                "language_consistent_greedy", "language_consistent_sampled", "length_sampled")
 
 
 def plot_curves(records: Sequence[Mapping], keys: Sequence[str], path: str, *, title: str = "") -> None:

@@ -137,13 +137,13 @@ def test_eval_table_and_plot_bars(tmp_path):
       "base": {"pass@1_greedy": 0.25, "pass@1_sampled": 0.2, "pass@1": 0.2, "pass@4": 0.5, "maj@4": 0.3,
                "format_greedy": 0.5, "format_sampled": 0.4, "length_sampled": 12.5,
                "per_task": {"x": {"pass@1_greedy": 0.5}, "y": {"pass@1_greedy": 0.0}}},
-      "r1": {"pass@1_greedy": 0.75, "pass@4": 0.9, "language_sampled": 0.95,
+      "r1": {"pass@1_greedy": 0.75, "pass@4": 0.9, "language_consistent_greedy": 1.0,
              "language_consistent_sampled": 0.9},
   }
   cols = eval_columns(reports)
   assert cols == ["pass@1_greedy", "pass@1_sampled", "pass@4", "maj@4", "format_greedy", "format_sampled",
-                  "language_sampled", "language_consistent_sampled", "length_sampled"]
-  assert "language_sampled" not in eval_columns({"base": reports["base"]})
+                  "language_consistent_greedy", "language_consistent_sampled", "length_sampled"]
+  assert "language_consistent_greedy" not in eval_columns({"base": reports["base"]})
   table = eval_table(reports).splitlines()
   assert table[2].startswith("| base | 25.0% | 20.0% | 50.0% |") and table[2].endswith("| 12.5 |")
   assert table[4].startswith("| base / x | 50.0% |") and len(table) == 6
