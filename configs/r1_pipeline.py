@@ -14,6 +14,8 @@ their columns in words, the ones column usually in English and the tens column u
 """
 import ml_collections
 
+from configs.r1_zero import tiny_moe
+
 
 def get_config(arg: str | None = None):
   small = arg in ("runlocal", "tiny")      # runlocal: a few-minute smoke run; tiny: the notebook test
@@ -32,12 +34,7 @@ def get_config(arg: str | None = None):
   c.template = "compact"
 
   # Models. The teacher: a tiny DeepSeek-V3-style MoE (MLA, shared expert, first layer dense).
-  c.model = dict(
-      hidden_size=128, intermediate_size=384, num_hidden_layers=3, num_attention_heads=4,
-      max_position_embeddings=256, n_routed_experts=4, n_shared_experts=1, moe_intermediate_size=96,
-      num_experts_per_tok=2, n_group=1, topk_group=1, routed_scaling_factor=1.0, first_k_dense_replace=1,
-      attention="mla", q_lora_rank=None, kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=16,
-      v_head_dim=32, moe_impl="sorted", initializer_range=0.02)
+  c.model = tiny_moe()
   # The student: a smaller dense Qwen2-style model (GQA with qkv bias, tied embeddings).
   c.student = dict(
       hidden_size=96, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,

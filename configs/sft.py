@@ -8,16 +8,13 @@ for fine-tuning. Without --init a model is trained from scratch with `model` (vo
 """
 import ml_collections
 
+from configs.r1_zero import tiny_moe
+
 
 def get_config(arg: str | None = None):
   runlocal = arg == "runlocal"
   c = ml_collections.ConfigDict()
-  c.model = dict(   # used only without --init: configs/r1_zero.py's MoE
-      hidden_size=128, intermediate_size=384, num_hidden_layers=3, num_attention_heads=4,
-      max_position_embeddings=256, n_routed_experts=4, n_shared_experts=1, moe_intermediate_size=96,
-      num_experts_per_tok=2, n_group=1, topk_group=1, routed_scaling_factor=1.0, first_k_dense_replace=1,
-      attention="mla", q_lora_rank=None, kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=16,
-      v_head_dim=32, moe_impl="sorted", initializer_range=0.02)
+  c.model = tiny_moe()   # used only without --init
   steps = 10 if runlocal else 150
   c.sft = dict(
       num_steps=steps, batch_size=16, seq_len=192, log_every=min(25, steps), checkpoint_every=50,

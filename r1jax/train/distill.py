@@ -19,8 +19,7 @@ import jax
 import optax
 
 from r1jax.model.config import ModelConfig
-from r1jax.model.transformer import apply_model
-from r1jax.train.lm import LMConfig, lm_objective
+from r1jax.train.lm import LMConfig, add_balance_loss, lm_objective, packed_forward
 from r1jax.train.losses import distill_loss, lm_loss
 from r1jax.train.step import make_update
 
@@ -55,10 +54,7 @@ def make_teacher_topk(teacher_cfg: ModelConfig, dc: DistillConfig):
 
   @jax.jit
   def fn(variables, batch):
-    segment_ids = batch.get("segment_ids")
-    out = apply_model(teacher_cfg, variables, batch["tokens"],
-                      attention_mask=(segment_ids > 0) if segment_ids is not None else None,
-                      positions=batch.get("positions"), segment_ids=segment_ids)
+    out = packed_forward(teacher_cfg, variables, batch)
     logp = jax.nn.log_softmax(out.logits.astype(jax.numpy.float32), axis=-1)
     top_logp, top_ids = jax.lax.top_k(logp, dc.top_k)
     return {**batch, "teacher_logp": top_logp, "teacher_ids": top_ids.astype(jax.numpy.int32)}
@@ -73,20 +69,14 @@ def distill_objective(cfg: ModelConfig, lm: LMConfig, dc: DistillConfig):
     return ce_fn
 
   def loss_fn(variables, batch):
-    segment_ids = batch.get("segment_ids")
-    out = apply_model(cfg, variables, batch["tokens"],
-                      attention_mask=(segment_ids > 0) if segment_ids is not None else None,
-                      positions=batch.get("positions"), segment_ids=segment_ids)
+    out = packed_forward(cfg, variables, batch)
     ce, ce_metrics = lm_loss(out.logits, batch["targets"], batch["loss_mask"])
     kl, kl_metrics = distill_loss(out.logits, batch["teacher_logp"], batch["teacher_ids"],
                                   batch["loss_mask"] > 0, temperature=dc.temperature)
     loss = (1.0 - dc.kd_weight) * ce + dc.kd_weight * kl
     metrics = {**ce_metrics, "ce": ce, "kd_kl": kl, "top1_agreement": kl_metrics["top1_agreement"],
                "teacher_topk_mass": kl_metrics["teacher_topk_mass"]}
-    if out.aux and lm.balance_loss_coef:
-      balance = out.aux["balance_loss"].sum()
-      loss = loss + lm.balance_loss_coef * balance
-      metrics["balance_loss"] = balance
+    loss, metrics = add_balance_loss(loss, metrics, out.aux, lm)
     return loss, (metrics, out.aux)
 
   return loss_fn

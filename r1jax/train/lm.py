@@ -28,20 +28,30 @@ class LMConfig:
         raise ValueError(f"LMConfig.{name}={getattr(self, name)!r}: must be >= 0")
 
 
+def packed_forward(cfg: ModelConfig, variables, batch):
+  """The model on a packed batch: attention stays within segments, positions restart per segment."""
+  segment_ids = batch.get("segment_ids")
+  mask = (segment_ids > 0) if segment_ids is not None else None
+  return apply_model(cfg, variables, batch["tokens"], attention_mask=mask, positions=batch.get("positions"),
+                     segment_ids=segment_ids)
+
+
+def add_balance_loss(loss, metrics: dict, aux, lm: LMConfig):
+  """Adds the sequence-wise MoE balance loss (alpha = lm.balance_loss_coef) when the model has one."""
+  if aux and lm.balance_loss_coef:
+    balance = aux["balance_loss"].sum()
+    loss = loss + lm.balance_loss_coef * balance
+    metrics["balance_loss"] = balance
+  return loss, metrics
+
+
 def lm_objective(cfg: ModelConfig, lm: LMConfig):
   """loss_fn(variables, batch) -> (loss, (metrics, aux)) for make_update."""
 
   def loss_fn(variables, batch):
-    segment_ids = batch.get("segment_ids")
-    mask = (segment_ids > 0) if segment_ids is not None else None
-    out = apply_model(cfg, variables, batch["tokens"], attention_mask=mask, positions=batch.get("positions"),
-                      segment_ids=segment_ids)
+    out = packed_forward(cfg, variables, batch)
     loss, metrics = lm_loss(out.logits, batch["targets"], batch["loss_mask"])
-    metrics = dict(metrics)
-    if out.aux and lm.balance_loss_coef:
-      balance = out.aux["balance_loss"].sum()
-      loss = loss + lm.balance_loss_coef * balance
-      metrics["balance_loss"] = balance
+    loss, metrics = add_balance_loss(loss, dict(metrics), out.aux, lm)
     return loss, (metrics, out.aux)
 
   return loss_fn
