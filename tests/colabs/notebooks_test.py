@@ -47,6 +47,7 @@ class Notebook:
   parameters: Mapping[str, Any]                    # overrides of its `parameters` cell (WORKDIR is added)
   outputs: tuple[str, ...] = ()                    # files it must write under WORKDIR
   check: Callable[[str, Any], None] | None = None  # check(workdir, executed notebook)
+  slow: bool = False                               # minutes: only in the full suite (CI), not `-m "not slow"`
 
 
 def _check_quickstart(workdir: str, nb) -> None:
@@ -60,7 +61,8 @@ NOTEBOOKS = [
     Notebook("moe_routing", {"STEPS": 8, "TINY": True}, ("expert_load.png", "expert_load.json"),
              _check_moe_routing),
     Notebook("r1_quickstart", {"SETTING": "tiny"},
-             ("report.md", "quickstart_curves.png", "eval/results.png", "eval/results.json"), _check_quickstart),
+             ("report.md", "quickstart_curves.png", "eval/results.png", "eval/results.json"), _check_quickstart,
+             slow=True),
 ]
 
 
@@ -167,7 +169,8 @@ def test_a_failing_cell_fails_with_its_error(tmp_path):
     execute_notebook(path, {"WORKDIR": "/x"}, cwd=str(tmp_path))
 
 
-@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda n: n.name)
+@pytest.mark.parametrize("notebook", [pytest.param(n, id=n.name, marks=[pytest.mark.slow] if n.slow else [])
+                                      for n in NOTEBOOKS])
 def test_notebook_runs(notebook, tmp_path):
   workdir = str(tmp_path / "work")
   nb = execute_notebook(os.path.join(COLABS, notebook.name + ".ipynb"),

@@ -84,3 +84,21 @@ def test_bad_inputs_fail_before_training(setup, tmp_path):
   with pytest.raises(ConfigFieldError, match="kd_weight=2.0"):
     distill_exp.run(c, [data], tok_path, teacher, str(tmp_path / "z"))
   assert not (tmp_path / "x").exists() and not (tmp_path / "z").exists()
+
+
+def test_grpo_experiment_from_an_exported_model(setup, tmp_path):
+  import experiments.grpo as grpo_exp
+  from configs import grpo as grpo_config
+  tok_path, _, teacher = setup
+  c = grpo_config.get_config("runlocal")
+  c.num_train_problems, c.num_eval_problems = 16, 0
+  c.rl.update(num_steps=2, batch_size=2, group_size=2, max_new_tokens=6, checkpoint_every=1)
+  c.rl.eval.update(num_examples=4, batch_size=4, max_new_tokens=6, num_samples=2)
+  out = grpo_exp.run(c, teacher, tok_path, str(tmp_path / "grpo"))
+  assert is_model(out) and load_model(out)[2]["init"] == teacher
+  recs = [json.loads(l) for l in open(tmp_path / "grpo" / "metrics.jsonl")]
+  assert [r["step"] for r in recs if r["kind"] == "train"] == [1, 2]
+  with pytest.raises(ConfigFieldError, match="config.rl: RLStageConfig.group_size=1"):
+    c.rl.group_size = 1
+    grpo_exp.run(c, teacher, tok_path, str(tmp_path / "g2"))
+  assert not (tmp_path / "g2").exists()

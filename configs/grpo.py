@@ -1,0 +1,24 @@
+"""GRPO from an exported model on a task's train split (experiments/grpo.py): the RL stage on its own.
+
+    python -m experiments.grpo --config=configs/grpo.py --init=runs/r1/pretrain/model \
+        --tokenizer=runs/r1/tokenizer.model --workdir=runs/grpo
+
+Defaults match configs/r1_zero.py's RL stage (R1-Zero: accuracy + format rewards, DAPO token-mean loss
+with clip-higher and dynamic sampling). Add ("language_consistency", w) to `rl.reward_weights` for R1's
+round-2 reward.
+"""
+import ml_collections
+
+from configs import r1_zero
+
+
+def get_config(arg: str | None = None):
+  runlocal = arg == "runlocal"
+  base = r1_zero.get_config(arg)
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.task = base.task.to_dict()                  # r1jax.data.tasks.get(name, **rest)
+  c.num_train_problems = base.num_train_problems
+  c.num_eval_problems = 40 if runlocal else 200  # held out: evaluated every rl.eval_every steps and at the end
+  c.rl = base.rl.to_dict()                      # r1jax.rl.loop.RLStageConfig
+  return c
