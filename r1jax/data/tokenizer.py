@@ -170,9 +170,12 @@ class SentencePieceTokenizer:
       return cls(f.read(), extra_stop_pieces=extra_stop_pieces)
 
   def save(self, path: str | os.PathLike) -> None:
-    """Writes the serialized model proto (a standard SentencePiece `.model` file)."""
-    with open(path, "wb") as f:
+    """Writes the serialized model proto (a standard SentencePiece `.model` file), atomically: a run killed
+    mid-write leaves no truncated tokenizer for the rerun to load."""
+    path = os.fspath(path)
+    with open(path + ".tmp", "wb") as f:
       f.write(self._proto)
+    os.replace(path + ".tmp", path)
 
   @property
   def model_proto(self) -> bytes:
