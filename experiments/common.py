@@ -7,7 +7,6 @@ and rerun with the same command.
 """
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -16,6 +15,7 @@ from r1jax.checkpoint import is_model, load_model, save_model
 from r1jax.data import SentencePieceTokenizer
 from r1jax.model import ModelConfig
 from r1jax.rl.loop import RLStageConfig, run_rl_stage
+from r1jax.rl.rejection import read_traces
 from r1jax.train.stage import LMStageConfig, run_lm_stage
 
 
@@ -33,6 +33,15 @@ def tokenizer(path: str, texts: Sequence[str] | None = None, *, vocab_size: int 
   tok = SentencePieceTokenizer.train(texts, vocab_size=vocab_size, model_type=model_type)
   tok.save(path)
   return tok
+
+
+def sft_data(paths) -> list[dict]:
+  """{"prompt", "completion"} records of one or more trace files (malformed lines name path:line)."""
+  paths = [paths] if isinstance(paths, str) else list(paths)
+  out = [{"prompt": r["prompt"], "completion": r["completion"]} for p in paths for r in read_traces(p)]
+  if not out:
+    raise ValueError(f"no traces in {paths} (did rejection sampling keep none?): SFT has no data")
+  return out
 
 
 def lm_stage(stage_dir: str, model_cfg: ModelConfig, sc: LMStageConfig, examples: Any, tok, *,
@@ -65,9 +74,3 @@ def rl_stage(stage_dir: str, sc: RLStageConfig, init: str, tok, train: Sequence,
   variables = run_rl_stage(cfg, sc, init_variables=variables, tokenizer=tok, train_examples=train,
                            eval_examples=test, workdir=stage_dir)
   return save_model(out, cfg, variables, metadata={"init": init, **dict(metadata or {})})
-
-
-def write_json(path: str, obj: Any) -> None:
-  with open(path + ".tmp", "w") as f:
-    json.dump(obj, f, indent=1, default=str)
-  os.replace(path + ".tmp", path)

@@ -12,7 +12,6 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from experiments import common
-from experiments.sft import read_data
 from r1jax.checkpoint import load_config
 from r1jax.config_utils import build
 from r1jax.model import ModelConfig
@@ -30,7 +29,7 @@ def run(c, data_paths, tokenizer_path: str, teacher: str, workdir: str, student_
   validate(c)                                                      # fail fast, before any work
   teacher_cfg = load_config(teacher)
   tok = common.tokenizer(tokenizer_path)
-  data = read_data(data_paths)
+  data = common.sft_data(data_paths)
   student_cfg, sc = validate(c, teacher_cfg.vocab_size)
   if student_init:
     student_cfg = load_config(student_init)

@@ -20,6 +20,7 @@ from ml_collections import config_flags
 from r1jax.checkpoint import is_model, load_config, load_model
 from r1jax.config_utils import build
 from r1jax.data import SentencePieceTokenizer, get_template
+from r1jax.data.jsonl import write_json
 from r1jax.data import tasks
 from r1jax.eval import EvalConfig, evaluate
 from r1jax.eval.report import eval_columns, eval_table, is_percent, plot_bars
@@ -94,13 +95,6 @@ def _read_cache(path: str, setup: dict) -> dict | None:
   return report
 
 
-def _write_json(path: str, obj) -> None:
-  """Writes via a temporary file and a rename, so a kill never leaves a half-written cache behind."""
-  with open(path + ".tmp", "w") as f:
-    json.dump(obj, f, indent=1)
-  os.replace(path + ".tmp", path)
-
-
 def run(c, models: dict[str, str], tokenizer_path: str, out_dir: str) -> dict:
   """Evaluates each model (name -> exported model dir) on c's split; returns name -> report."""
   ec, task = validate(c, models, tokenizer_path)                      # fail fast, before any work
@@ -122,11 +116,11 @@ def run(c, models: dict[str, str], tokenizer_path: str, out_dir: str) -> dict:
       cfg, variables, metadata = load_model(path)
       report = evaluate(cfg, variables, tok, examples, ec, template=c.template)
       report.update(eval_setup=setup, model_metadata=metadata)
-      _write_json(cache, report)
+      write_json(cache, report)
       del variables
     reports[name] = report
 
-  _write_json(os.path.join(out_dir, "results.json"), reports)
+  write_json(os.path.join(out_dir, "results.json"), reports)
   first = next(iter(reports.values()))
   title = f"{c.task.name} {c.split}: {first['num_examples']} problems, k={ec.num_samples}, T={ec.temperature}"
   with open(os.path.join(out_dir, "results.md"), "w") as f:

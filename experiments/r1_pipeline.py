@@ -35,7 +35,7 @@ from r1jax.eval import EvalConfig
 from r1jax.eval.report import eval_table, plot_curves
 from r1jax.model import ModelConfig
 from r1jax.rl.loop import RLStageConfig
-from r1jax.rl.rejection import RejectionConfig, read_traces, rejection_sample
+from r1jax.rl.rejection import RejectionConfig, rejection_sample
 from r1jax.train.stage import LMStageConfig
 from r1jax.train.writers import MetricsWriter
 
@@ -77,10 +77,7 @@ def _rejection(stage_dir: str, model_dir: str, tok, examples, rc: RejectionConfi
   if not os.path.exists(path + ".stats.json"):
     cfg, variables, _ = load_model(model_dir)
     rejection_sample(cfg, variables, tok, examples, rc, path, source=model_dir)
-  traces = read_traces(path)
-  if not traces:
-    raise RuntimeError(f"{path}: rejection sampling kept no trace; the SFT stage after it has no data")
-  return [{"prompt": t["prompt"], "completion": t["completion"]} for t in traces]
+  return common.sft_data(path)
 
 
 def run(c, workdir: str) -> dict:

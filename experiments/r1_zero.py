@@ -15,8 +15,10 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from experiments import common
 from r1jax.config_utils import build
-from r1jax.data import SentencePieceTokenizer, get_template
+from r1jax.data import get_template
+from r1jax.data.jsonl import write_json
 from r1jax.data import tasks
 from r1jax.data.corpora import addition_corpus
 from r1jax.eval import EvalConfig, evaluate
@@ -40,23 +42,12 @@ def validate(c, vocab_size: int = 64):
       build(EvalConfig, c.eval, "config.eval")
 
 
-def _tokenizer(path: str, corpus: list[dict], vocab_size: int, model_type: str):
-  if os.path.exists(path):
-    return SentencePieceTokenizer.load(path)
-  tok = SentencePieceTokenizer.train([r["prompt"] + r["completion"] for r in corpus], vocab_size=vocab_size,
-                                     model_type=model_type)
-  tok.save(path)
-  return tok
-
-
 def _eval(path, cfg, variables, tok, examples, ec, template):
   if os.path.exists(path):
     with open(path) as f:
       return json.load(f)
   rep = evaluate(cfg, variables, tok, examples, ec, template=template)
-  with open(path + ".tmp", "w") as f:
-    json.dump(rep, f, indent=1)
-  os.replace(path + ".tmp", path)
+  write_json(path, rep)
   return rep
 
 
@@ -69,8 +60,8 @@ def run(c, workdir: str) -> dict:
   test = list(task.examples("test", seed=c.seed, num=c.num_eval_problems))
   template = get_template(c.template)
   corpus = addition_corpus(train, template, modes=dict(c.corpus_modes), seed=c.seed)
-  tok = _tokenizer(os.path.join(workdir, "tokenizer.model"), corpus, c.tokenizer.vocab_size,
-                   c.tokenizer.model_type)
+  tok = common.tokenizer(os.path.join(workdir, "tokenizer.model"), [r["prompt"] + r["completion"] for r in corpus],
+                        **c.tokenizer)
   model_cfg, pre_cfg, rl_cfg, ec = validate(c, tok.vocab_size)
 
   # Stage 1: pretraining (completion-only loss on the mixed-mode corpus).

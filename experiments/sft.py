@@ -15,7 +15,6 @@ from experiments import common
 from r1jax.checkpoint import load_config
 from r1jax.config_utils import build
 from r1jax.model import ModelConfig
-from r1jax.rl.rejection import read_traces
 from r1jax.train.stage import LMStageConfig
 
 
@@ -24,20 +23,11 @@ def validate(c, vocab_size: int = 64):
       build(LMStageConfig, c.sft, "config.sft")
 
 
-def read_data(paths) -> list[dict]:
-  """{"prompt", "completion"} records of one or more trace files (malformed lines name path:line)."""
-  paths = [paths] if isinstance(paths, str) else list(paths)
-  out = [{"prompt": r["prompt"], "completion": r["completion"]} for p in paths for r in read_traces(p)]
-  if not out:
-    raise ValueError(f"no traces in {paths}")
-  return out
-
-
 def run(c, data_paths, tokenizer_path: str, workdir: str, init: str | None = None) -> str:
   """Returns the exported model directory."""
   validate(c)                                                      # fail fast, before any work
   tok = common.tokenizer(tokenizer_path)
-  data = read_data(data_paths)
+  data = common.sft_data(data_paths)
   model_cfg, sc = validate(c, tok.vocab_size)
   if init:
     model_cfg = load_config(init)

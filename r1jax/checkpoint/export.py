@@ -72,5 +72,8 @@ def load_model(path: str | os.PathLike) -> tuple[ModelConfig, dict, dict]:
     variables = ckptr.restore(os.path.join(path, _VARS))
   variables = jax.tree.map(jax.numpy.asarray, variables)
   meta_path = os.path.join(path, _META)
-  metadata = json.load(open(meta_path)) if os.path.exists(meta_path) else {}
+  metadata = {}
+  if os.path.exists(meta_path):
+    with open(meta_path) as f:
+      metadata = json.load(f)
   return cfg, variables, metadata

@@ -141,3 +141,13 @@ class JsonlSource:
 
   def __repr__(self) -> str:
     return f"JsonlSource(paths={list(self._paths)}, num_records={len(self)})"
+
+
+def write_json(path: str | os.PathLike, obj: Any, *, default=None) -> None:
+  """Writes `obj` as JSON via a temporary file, fsync and a rename: a kill never leaves half a file."""
+  path = os.fspath(path)
+  with open(path + ".tmp", "w") as f:
+    json.dump(obj, f, indent=1, default=default)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(path + ".tmp", path)

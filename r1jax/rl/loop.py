@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import time
 from typing import Any, Mapping, Sequence
 
@@ -34,7 +33,7 @@ from r1jax.train.optim import OptimConfig, make_optimizer
 from r1jax.train.stage import _from_state_dict, _state_dict
 from r1jax.train.state import create_train_state
 from r1jax.train.step import check_finite
-from r1jax.train.writers import MetricsWriter, Preempted, Preemption, finish_saves
+from r1jax.train.writers import MetricsWriter, Preemption, finish_saves
 
 
 @dataclasses.dataclass(frozen=True)
@@ -257,7 +256,5 @@ def run_rl_stage(model_cfg: ModelConfig, sc: RLStageConfig, *, init_variables: d
                   force=True)
       if preempt.requested:
         break
-  if preempt.requested:
-    print(Preempted("rl", step), file=sys.stderr, flush=True)
-    raise Preempted("rl", step)
+  preempt.exit_if_requested("rl", step)
   return state.variables()

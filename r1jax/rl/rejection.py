@@ -42,7 +42,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from r1jax.data.jsonl import JsonlSource
+from r1jax.data.jsonl import JsonlSource, write_json
 from r1jax.data.pipeline import prompt_batches
 from r1jax.data.templates import get_template, response_prefix
 from r1jax.eval.evaluate import decode_completions
@@ -150,15 +150,6 @@ def select(texts: Sequence[str], num_tokens: Sequence[int], passed: Sequence[boo
 
 
 # ------------------------------------------------------------------------------------------ files
-def _write_json_atomic(path: str, obj: Any) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=1)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-
-
 def _read_json(path: str) -> Any:
   with open(path) as f:
     return json.load(f)
@@ -316,7 +307,7 @@ def rejection_sample(model_cfg, variables, tokenizer, examples: Sequence[Mapping
       f.write("".join(lines).encode("utf-8"))
       f.flush()
       os.fsync(f.fileno())
-      _write_json_atomic(progress_path, {**ident, "batches_done": i + 1, "bytes": os.fstat(f.fileno()).st_size,
+      write_json(progress_path, {**ident, "batches_done": i + 1, "bytes": os.fstat(f.fileno()).st_size,
                                          "tasks": counters})
       if verbose:
         a = _sum(counters)
@@ -326,7 +317,7 @@ def rejection_sample(model_cfg, variables, tokenizer, examples: Sequence[Mapping
               f"{rate:.2f} batches/s", file=sys.stderr, flush=True)
 
   stats = {"tasks": {t: _rates(c) for t, c in sorted(counters.items())}, "all": _rates(_sum(counters)), **ident}
-  _write_json_atomic(stats_path, stats)
+  write_json(stats_path, stats)
   if os.path.exists(progress_path):
     os.remove(progress_path)
   if verbose:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import time
 from typing import Any
 
@@ -27,7 +26,7 @@ from r1jax.train.lm import LMConfig
 from r1jax.train.optim import OptimConfig, make_optimizer
 from r1jax.train.state import TrainState, create_train_state
 from r1jax.train.step import check_finite
-from r1jax.train.writers import MetricsWriter, Preempted, Preemption, finish_saves
+from r1jax.train.writers import MetricsWriter, Preemption, finish_saves
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,7 +133,5 @@ def run_lm_stage(model_cfg: ModelConfig, sc: LMStageConfig, *, examples: Any, to
         ckpt.save(step, _state_dict(state), data_iter=data, metadata={"stage": "lm"}, force=True)
       if preempt.requested:
         break
-  if preempt.requested:
-    print(Preempted("lm", step), file=sys.stderr, flush=True)
-    raise Preempted("lm", step)
+  preempt.exit_if_requested("lm", step)
   return state.variables()

@@ -104,6 +104,13 @@ class Preemption:
     self.requested = True
     print(f"signal {signum}: saving a checkpoint and stopping", file=sys.stderr, flush=True)
 
+  def exit_if_requested(self, stage: str, step: int) -> None:
+    """After the loop (and its final save): raises Preempted if a signal asked the stage to stop."""
+    if self.requested:
+      err = Preempted(stage, step)
+      print(err, file=sys.stderr, flush=True)
+      raise err
+
   @contextlib.contextmanager
   def active(self):
     import threading
