@@ -28,13 +28,18 @@ def time_fn(fn, *args, repeats: int = 5, warmup: int = 1):
   return statistics.median(times), min(times), times
 
 
-def matmul_peak_flops(n: int = 2048, dtype=jnp.float32, repeats: int = 10) -> float:
-  """Measured FLOP/s of one jitted n x n matmul (the MFU denominator, measured in the same run)."""
+def matmul_peak_fn(n: int = 2048, dtype=jnp.float32):
+  """(jitted n x n matmul, its arguments, its FLOPs): the MFU denominator, to time in the same run."""
   a = jax.random.normal(jax.random.key(0), (n, n), dtype)
   b = jax.random.normal(jax.random.key(1), (n, n), dtype)
-  f = jax.jit(lambda x, y: x @ y)
-  med, _, _ = time_fn(f, a, b, repeats=repeats, warmup=2)
-  return 2 * n ** 3 / med
+  return jax.jit(lambda x, y: x @ y), (a, b), 2 * n ** 3
+
+
+def matmul_peak_flops(n: int = 2048, dtype=jnp.float32, repeats: int = 10) -> float:
+  """Measured FLOP/s of one jitted n x n matmul (median of `repeats`)."""
+  f, args, flops = matmul_peak_fn(n, dtype)
+  med, _, _ = time_fn(f, *args, repeats=repeats, warmup=2)
+  return flops / med
 
 
 def peak_rss_mb() -> float:
