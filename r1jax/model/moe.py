@@ -184,7 +184,8 @@ def auto_block_size(num_rows: int, num_experts: int) -> int:
   return int(min(512, max(8, 2 ** int(math.floor(math.log2(target))))))
 
 
-TAIL_CHUNKS = 8  # the dropless tail (blocks past the fewest a batch can need) is run in at most this many parts
+TAIL_CHUNKS = 8             # the dropless tail (blocks past the fewest a batch can need) runs in <= this many parts
+TAIL_SKIP_MIN_ROWS = 1024   # smaller tails always run: a skip saves little there and each cond adds compile time
 
 
 def _sorted_dropless(x_td, idx_tk, w_tk, token_mask_t, wg, wu, wd, block):
@@ -192,8 +193,9 @@ def _sorted_dropless(x_td, idx_tk, w_tk, token_mask_t, wg, wu, wd, block):
 
   The number of blocks in use, sum_e ceil(count_e / block), is only known at run time; the static shape
   holds the worst case, T*k/block + E more. The first ceil(T*k / block) blocks always run; the remaining
-  (tail) blocks run in up to TAIL_CHUNKS chunks, each under a lax.cond that skips it (forward and
-  backward) when none of its blocks is in use. Unused blocks hold no rows, so skipping them is exact.
+  (tail) blocks, when they hold TAIL_SKIP_MIN_ROWS rows or more, run in up to TAIL_CHUNKS chunks, each
+  under a lax.cond that skips it (forward and backward) when none of its blocks is in use. Unused blocks
+  hold no rows, so skipping them is exact.
   """
   t, k = idx_tk.shape
   e, d = wg.shape[0], x_td.shape[1]
@@ -216,6 +218,8 @@ def _sorted_dropless(x_td, idx_tk, w_tk, token_mask_t, wg, wu, wd, block):
     return jnp.zeros(xb.shape, jnp.result_type(xb, wd))
 
   head = min(nb, -(-t * k // block))                                        # blocks any batch may fill
+  if (nb - head) * block < TAIL_SKIP_MIN_ROWS:
+    head = nb
   parts = [run(x_blocks[:head], block_expert[:head], w_gate_up, wd)]
   used = pend[-1] // block                                                  # blocks holding rows
   chunk = max(1, -(-(nb - head) // TAIL_CHUNKS))
