@@ -320,7 +320,8 @@ def _decode_cfg(cfg: ModelConfig, impl: str, num_rows: int) -> ModelConfig:
       loop, same process: 12.0-13.2 ms/step dense vs 14.7-16.3 sorted with 16-row blocks and
       16.4-19.0 with cfg's automatic 8-row blocks.
     * otherwise "sorted" with blocks of one balanced expert load, num_rows * k / E rows (a power of two
-      in [8, 256]); cfg's automatic size (a quarter of that) suits long prefill/training batches.
+      in [8, 256]); cfg's automatic size (the same rule, up to 512 rows) is meant for long
+      prefill/training batches.
   Capacity-limited configs (which drop tokens by design) and other dispatches are kept as they are.
   """
   if impl not in DECODE_MOE_IMPLS:
