@@ -16,16 +16,32 @@ def emit(**fields) -> None:
   print(json.dumps(fields, sort_keys=False), flush=True)
 
 
+def timed(fn, args) -> float:
+  """Wall seconds of one blocking call fn(*args)."""
+  t0 = time.perf_counter()
+  jax.block_until_ready(fn(*args))
+  return time.perf_counter() - t0
+
+
 def time_fn(fn, *args, repeats: int = 5, warmup: int = 1):
   """Median, min and all wall times (s) of fn(*args) with blocking, after `warmup` calls."""
   for _ in range(warmup):
     jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - t0)
+  times = [timed(fn, args) for _ in range(repeats)]
   return statistics.median(times), min(times), times
+
+
+def interleaved(fns: dict, repeats: int, calls: dict | None = None) -> dict:
+  """Times each named (fn, args) once per round, round after round, so that every round's numbers come
+  from the same stretch of a noisy shared machine; returns name -> list of seconds. `calls[name]` > 1
+  times that one several times back to back per round and keeps the fastest (for the matmul peak, whose
+  first call after a training step runs on cold caches)."""
+  calls = calls or {}
+  times = {name: [] for name in fns}
+  for _ in range(repeats):
+    for name, (fn, args) in fns.items():
+      times[name].append(min(timed(fn, args) for _ in range(calls.get(name, 1))))
+  return times
 
 
 def matmul_peak_fn(n: int = 2048, dtype=jnp.float32):

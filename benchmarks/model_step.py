@@ -18,7 +18,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from benchmarks.common import emit, matmul_peak_fn, peak_rss_mb
+from benchmarks.common import emit, interleaved, matmul_peak_fn, peak_rss_mb, timed
 from r1jax.model import ModelConfig, forward, init_params
 from r1jax.train.losses import lm_loss
 
@@ -56,25 +56,6 @@ def compiled_step(cfg: ModelConfig, batch: int, seq: int):
   return step, (params, tokens), time.perf_counter() - t0
 
 
-def timed(fn, args) -> float:
-  t0 = time.perf_counter()
-  jax.block_until_ready(fn(*args))
-  return time.perf_counter() - t0
-
-
-def interleaved(fns: dict, repeats: int, calls: dict | None = None) -> dict:
-  """Times each named (fn, args) once per round, round after round, so that every round's numbers come
-  from the same stretch of a noisy shared machine; returns name -> list of seconds. `calls[name]` > 1
-  times that one several times back to back per round and keeps the fastest (for the matmul peak, whose
-  first call after a training step runs on cold caches)."""
-  calls = calls or {}
-  times = {name: [] for name in fns}
-  for _ in range(repeats):
-    for name, (fn, args) in fns.items():
-      times[name].append(min(timed(fn, args) for _ in range(calls.get(name, 1))))
-  return times
-
-
 def main():
   ap = argparse.ArgumentParser()
   ap.add_argument("--batch", type=int, default=64)
@@ -92,7 +73,8 @@ def main():
   # ratios are likewise medians of per-round ratios of the two configs run back to back.
   peak_fn, peak_args, peak_flops = matmul_peak_fn()
   jax.block_until_ready(peak_fn(*peak_args))
-  emit(name="matmul_peak_f32", gflops=round(peak_flops / timed(peak_fn, peak_args) / 1e9, 1),
+  first_peak_s = min(timed(peak_fn, peak_args) for _ in range(5))
+  emit(name="matmul_peak_f32", gflops=round(peak_flops / first_peak_s / 1e9, 1),
        devices=jax.device_count(), cpu_count=os.cpu_count(), loadavg=[round(x, 2) for x in os.getloadavg()])
   cfg = ModelConfig.preset("bench", moe_impl=args.impl, dtype=args.dtype)
   tokens = args.batch * args.seq

@@ -226,7 +226,7 @@ def _sorted_dropless(x_td, idx_tk, w_tk, token_mask_t, wg, wu, wd, block):
   for lo in range(head, nb, chunk):
     hi = min(nb, lo + chunk)
     parts.append(jax.lax.cond(lo < used, run, skip, x_blocks[lo:hi], block_expert[lo:hi], w_gate_up, wd))
-  y_blocks = jnp.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
+  y_blocks = jnp.concatenate(parts, axis=0)
   return _combine(y_blocks.reshape(rows, d), row_of_slot, slot_of_row, w_tk)
 
 

@@ -151,8 +151,8 @@ def test_dispatch_gradients_agree_and_flow():
 @pytest.mark.parametrize("routing", ["balanced", "one_hot_expert", "all_padding"])
 def test_dropless_tail_blocks_run_only_when_used(routing, monkeypatch):
   """Sorted dropless runs the blocks past ceil(T*k / block) under lax.cond. Balanced routing leaves that
-  tail empty; every real token on experts 0 and 1 overflows into it (each expert's partial block). Either
-  way, outputs and gradients equal the dense oracle."""
+  tail empty; piling the tokens onto experts 0-3 (partial blocks on each) spills into it; all-padding uses
+  no block at all. Every way, outputs and gradients equal the dense oracle."""
   monkeypatch.setattr(moe_lib, "TAIL_SKIP_MIN_ROWS", 0)    # tiny shapes: use the conds all the same
   t, d, f, e, k, block = 64, 16, 8, 8, 2, 8
   x, _, w, mask, wg, wu, wd = _random_dispatch_inputs(t=t, d=d, f=f, e=e, k=k, seed=5, pad=0)
