@@ -4,10 +4,11 @@ Both take `mask_b1ts` (True = query t may attend key s) built once per forward b
 per-layer cache dict (see r1jax.model.cache) written at slot `cache_index`.
 
 MLA (DeepSeek-V2/V3): queries go through an optional low-rank latent; keys/values are compressed into
-one latent c (kv_lora_rank) plus a rope key k_pe shared by all heads. The cache holds only (c, k_pe):
+one latent c (kv_lora_rank) plus a rope key k_pe shared by all heads. The cache holds only [c | k_pe]:
 kv_lora_rank + qk_rope_head_dim numbers per token instead of 2 x heads x head_dim. Decoding uses the
 *absorbed* form: kv_b_proj's key half is folded into the query and its value half into the output, so
-scores are taken directly against the cached latent.
+scores are taken directly against the cached rows (see `fold_absorbed_weights` for when these products
+are taken once, on the weights, rather than per token).
 """
 from __future__ import annotations
 
@@ -31,9 +32,25 @@ def _write(cache_arr: jax.Array, new: jax.Array, index: jax.Array) -> jax.Array:
   return jax.lax.dynamic_update_slice(cache_arr, new.astype(cache_arr.dtype), start)
 
 
+def fold_absorbed_weights(cfg: ModelConfig) -> tuple[bool, bool]:
+  """Whether absorbed decoding multiplies kv_b_proj into the query / output projections ahead of time.
+
+  Folding trades two matmuls for one whose weight may be larger: the query side becomes [Q, N, R + rope]
+  instead of [Q, N, nope + rope] then [R, N, nope] (Q: q_lora_rank or hidden), the output side
+  [N, R, D] instead of [R, N, V] then [N, V, D]. A side is folded when that does not add weights (a
+  decode step reads every weight once, so weights are its cost): yes for the small presets, no for
+  DeepSeek-V3's sizes, where the folded output weight would be ~4x o_proj.
+  """
+  n, nope, rope, r, vd, d = (cfg.num_attention_heads, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim,
+                             cfg.kv_lora_rank, cfg.v_head_dim, cfg.hidden_size)
+  q = cfg.q_lora_rank or d
+  return q * n * (r + rope) <= q * n * (nope + rope) + r * n * nope, n * r * d <= r * n * vd + n * vd * d
+
+
 class MLA(nn.Module):
   cfg: ModelConfig
   absorb: bool | None = None  # None: absorbed form when decoding one token against a cache
+  fold: tuple[bool, bool] | None = None  # absorbed form only; None = fold_absorbed_weights(cfg)
 
   @nn.compact
   def __call__(self, x_btd, positions_bt, mask_b1ts, cache=None, cache_index=None):
@@ -42,28 +59,40 @@ class MLA(nn.Module):
     nope, rope, vd, r = cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim, cfg.kv_lora_rank
     ones = nn.initializers.ones
 
-    # Queries: x -> [q_a -> norm ->] q_b, per head [nope | rope].
+    # Queries: x -> [q_a -> norm ->] q_b, per head [nope | rope]. Keys/values: x -> [latent c | shared rope
+    # key]; c is normalised (eps 1e-6 regardless of rms_norm_eps).
     if cfg.q_lora_rank is None:
       wq = param(self, "q_proj", (d, n, nope + rope), ("embed", "heads", "head_dim"), cfg).astype(dt)
-      q_btnh = jnp.einsum("BTD,DNH->BTNH", x_btd, wq)
     else:
       rq = cfg.q_lora_rank
       wqa = param(self, "q_a_proj", (d, rq), ("embed", "q_lora"), cfg).astype(dt)
       qa_norm = param(self, "q_a_layernorm", (rq,), ("norm",), cfg, ones)
-      wqb = param(self, "q_b_proj", (rq, n, nope + rope), ("q_lora", "heads", "head_dim"), cfg).astype(dt)
-      q_btnh = jnp.einsum("BTR,RNH->BTNH", rms_norm(jnp.einsum("BTD,DR->BTR", x_btd, wqa), qa_norm, 1e-6), wqb)
-    q_nope, q_pe = q_btnh[..., :nope], q_btnh[..., nope:]
-
-    # Keys/values: x -> [latent c | shared rope key]; c is normalised (eps 1e-6 regardless of rms_norm_eps).
+      wq = param(self, "q_b_proj", (rq, n, nope + rope), ("q_lora", "heads", "head_dim"), cfg).astype(dt)
     wkva = param(self, "kv_a_proj_with_mqa", (d, r + rope), ("embed", "kv_lora"), cfg).astype(dt)
     kv_norm = param(self, "kv_a_layernorm", (r,), ("norm",), cfg, ones)
     wkvb = param(self, "kv_b_proj", (r, n, nope + vd), ("kv_lora", "heads", "head_dim"), cfg).astype(dt)
     wo = param(self, "o_proj", (n, vd, d), ("heads", "head_dim", "embed"), cfg).astype(dt)
-    ckv = jnp.einsum("BTD,DR->BTR", x_btd, wkva)
-    c_btr = rms_norm(ckv[..., :r], kv_norm, 1e-6)
+    w_uk, w_uv = wkvb[..., :nope], wkvb[..., nope:]
     inv_freq, amp = rope_frequencies(rope, cfg.rope_theta, cfg.rope_scaling_dict)
-    kpe_btp = apply_rope(ckv[..., None, r:], positions_bt, inv_freq, amp, cfg.rope_interleave)[:, :, 0]
-    q_pe = apply_rope(q_pe, positions_bt, inv_freq, amp, cfg.rope_interleave)
+    rotate = lambda x: apply_rope(x, positions_bt, inv_freq, amp, cfg.rope_interleave)
+    scale, f32 = yarn_softmax_scale(cfg), jnp.float32
+    absorb = self.absorb if self.absorb is not None else (cache is not None and x_btd.shape[1] == 1)
+    fold_q, fold_o = (self.fold if self.fold is not None else fold_absorbed_weights(cfg)) if absorb else (False,) * 2
+
+    # q_nope . (W_uk c) == (q_nope W_uk^T) . c: absorbed, queries live in the latent space [R | rope].
+    # Folded, W_uk^T is multiplied into the query weight (inside a decode loop XLA computes such
+    # loop-invariant weight products once, before the loop).
+    if fold_q:
+      wq = jnp.concatenate([jnp.einsum("QNH,RNH->QNR", wq[..., :nope], w_uk), wq[..., nope:]], axis=-1)
+    if cfg.q_lora_rank is None:
+      q_btnh = jnp.einsum("BTD,DNH->BTNH", x_btd, wq)
+      ckv = jnp.einsum("BTD,DR->BTR", x_btd, wkva)
+    else:  # one matmul for [q_a | c | k_pe] (both latents are unsharded)
+      proj = jnp.einsum("BTD,DK->BTK", x_btd, jnp.concatenate([wqa, wkva], axis=-1))
+      q_btnh = jnp.einsum("BTQ,QNH->BTNH", rms_norm(proj[..., :rq], qa_norm, 1e-6), wq)
+      ckv = proj[..., rq:]
+    q_btnh = jnp.concatenate([q_btnh[..., :-rope], rotate(q_btnh[..., -rope:])], axis=-1)
+    c_btr, kpe_btp = rms_norm(ckv[..., :r], kv_norm, 1e-6), rotate(ckv[..., None, r:])[:, :, 0]
 
     new_cache = None
     if cache is not None:
@@ -73,23 +102,20 @@ class MLA(nn.Module):
     else:
       c_bsr, kpe_bsp = c_btr, kpe_btp
 
-    scale = yarn_softmax_scale(cfg)
-    absorb = self.absorb if self.absorb is not None else (cache is not None and x_btd.shape[1] == 1)
-    w_uk, w_uv = wkvb[..., :nope], wkvb[..., nope:]
-    f32 = jnp.float32
     if absorb:
-      # q_nope . (W_uk c) == (q_nope W_uk^T) . c : scores against the latent, no per-head keys built.
-      q_lat = jnp.einsum("BTNH,RNH->BTNR", q_nope, w_uk)
+      q_lat = q_btnh[..., :-rope] if fold_q else jnp.einsum("BTNH,RNH->BTNR", q_btnh[..., :nope], w_uk)
       scores = (jnp.einsum("BTNR,BSR->BNTS", q_lat, c_bsr, preferred_element_type=f32)
-                + jnp.einsum("BTNP,BSP->BNTS", q_pe, kpe_bsp, preferred_element_type=f32))
+                + jnp.einsum("BTNP,BSP->BNTS", q_btnh[..., -rope:], kpe_bsp, preferred_element_type=f32))
       probs = _softmax_f32(scores * scale, mask_b1ts).astype(dt)
       o_lat = jnp.einsum("BNTS,BSR->BNTR", probs, c_bsr)     # this output order keeps XLA:CPU on its fast dot
+      if fold_o:
+        return jnp.einsum("BNTR,NRD->BTD", o_lat, jnp.einsum("RNV,NVD->NRD", w_uv, wo)), new_cache
       o_btnv = jnp.einsum("BNTR,RNV->BTNV", o_lat, w_uv)
     else:
       k_nope = jnp.einsum("BSR,RNH->BSNH", c_bsr, w_uk)
       v_bsnv = jnp.einsum("BSR,RNV->BSNV", c_bsr, w_uv)
-      scores = (jnp.einsum("BTNH,BSNH->BNTS", q_nope, k_nope, preferred_element_type=f32)
-                + jnp.einsum("BTNP,BSP->BNTS", q_pe, kpe_bsp, preferred_element_type=f32))
+      scores = (jnp.einsum("BTNH,BSNH->BNTS", q_btnh[..., :nope], k_nope, preferred_element_type=f32)
+                + jnp.einsum("BTNP,BSP->BNTS", q_btnh[..., nope:], kpe_bsp, preferred_element_type=f32))
       probs = _softmax_f32(scores * scale, mask_b1ts).astype(dt)
       o_btnv = jnp.einsum("BNTS,BSNV->BTNV", probs, v_bsnv)
     return jnp.einsum("BTNV,NVD->BTD", o_btnv, wo), new_cache

@@ -1,7 +1,8 @@
 """KV-cache decoding equals the full forward pass: prefill + one token at a time, with left padding.
 
-Also: MLA's absorbed decode form (scores against the cached latent) equals the naive form (per-head
-keys/values rebuilt from the latent) on the same cache. (tests/sampling checks repeat_cache end to end:
+Also: MLA's absorbed decode form (scores against the cached latent), with and without the weight
+products folded ahead of time, equals the naive form (per-head keys/values rebuilt from the latent) on
+the same cache. (tests/sampling checks repeat_cache end to end:
 G samples decoded from one prefill have the log-probs of full forwards.)
 """
 import jax
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from r1jax.model import ModelConfig, apply_model, forward, init_cache, init_params, repeat_cache
-from r1jax.model.attention import MLA
+from r1jax.model.attention import MLA, fold_absorbed_weights
 
 B, P, STEPS = 3, 6, 4
 # Row 0 unpadded, row 1 left-padded by 2, row 2 by 5 (one real prompt token).
@@ -75,6 +76,10 @@ def test_repeat_cache_repeats_rows():
   assert int(rep["index"]) == 2
 
 
+# None = the naive form (per-head keys and values); else (absorb, (fold query, fold output)).
+FORMS = (None, (True, (False, False)), (True, (True, False)), (True, (False, True)), (True, (True, True)))
+
+
 def test_mla_absorbed_equals_naive_on_the_same_cache():
   cfg = ModelConfig.preset("tiny")
   b, length, index = 2, 9, 4
@@ -94,13 +99,28 @@ def test_mla_absorbed_equals_naive_on_the_same_cache():
       valid = (jnp.arange(length)[None, :] < index + t) & (jnp.arange(length)[None, :] >= jnp.array([0, 2])[:, None])
       causal = jnp.arange(length)[None, :] <= (index + jnp.arange(t))[:, None]
       mask = (causal[None] & valid[:, None, :])[:, None]                         # row 1 left-padded by 2
-      for absorb in (True, False):
-        out[t, absorb] = MLA(cfg, absorb=absorb).apply(variables, x3[:, :t], positions, mask, cache, jnp.int32(index))
+      for form in FORMS:
+        absorb, fold = form if form else (False, None)
+        out[t, str(form)] = MLA(cfg, absorb=absorb, fold=fold).apply(variables, x3[:, :t], positions, mask, cache,
+                                                                jnp.int32(index))
     return out
 
   out = run(variables, x3, cache)
   for t in (1, 3):
-    (y_abs, c_abs), (y_naive, c_naive) = out[t, True], out[t, False]
-    np.testing.assert_allclose(np.asarray(y_abs), np.asarray(y_naive), atol=1e-5, rtol=1e-5)
-    for a, n in zip(jax.tree.leaves(c_abs), jax.tree.leaves(c_naive)):
-      np.testing.assert_array_equal(np.asarray(a), np.asarray(n))
+    y_naive, c_naive = out[t, str(None)]
+    for form in FORMS[1:]:
+      y_abs, c_abs = out[t, str(form)]
+      np.testing.assert_allclose(np.asarray(y_abs), np.asarray(y_naive), atol=1e-5, rtol=1e-5, err_msg=str(form))
+      for a, n in zip(jax.tree.leaves(c_abs), jax.tree.leaves(c_naive)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(n))
+
+
+def test_absorbed_weight_folding_only_where_it_saves_weights():
+  # bench: [64, 4, 48] query weight instead of [64, 4, 48] + [32, 4, 32]; [4, 32, 256] output weight
+  # instead of [32, 4, 32] + [4, 32, 256].
+  assert fold_absorbed_weights(ModelConfig.preset("bench")) == (True, True)
+  # DeepSeek-V3 sizes: folding would triple the query weight and make the output weight ~4x o_proj.
+  v3 = ModelConfig.preset("bench").replace(hidden_size=7168, num_attention_heads=128, q_lora_rank=1536,
+                                           kv_lora_rank=512, qk_nope_head_dim=128, qk_rope_head_dim=64,
+                                           v_head_dim=128)
+  assert fold_absorbed_weights(v3) == (False, False)

@@ -11,7 +11,8 @@ import pytest
 
 from r1jax.model import ModelConfig, forward, init_params, param_shardings
 from r1jax.sampling import sample
-from r1jax.sampling.sampler import _filter_logits, _inverse_cdf_sample, _Options, _sample_jit
+from r1jax.sampling.sampler import (_decode_cfg, _filter_logits, _inverse_cdf_sample, _Options, _prefill_cfg,
+                                    _sample_jit)
 from r1jax.sharding import make_mesh
 
 B, P, G, N = 2, 6, 4, 6
@@ -35,9 +36,13 @@ def _random_params(cfg, seed=0, scale=0.3):
   return jax.tree.map(lambda s: jnp.asarray(rs.normal(0.0, scale, s.shape).astype(s.dtype)), shapes)
 
 
-@pytest.fixture(scope="module", params=["tiny", "tiny_qwen2"])
+@pytest.fixture(scope="module", params=["tiny", "tiny_qwen2", pytest.param("tiny_sorted", marks=pytest.mark.slow)])
 def model(request):
-  cfg = ModelConfig.preset(request.param)
+  if request.param == "tiny_sorted":   # E > 4k: the prefill and the decode steps keep the sorted dispatch
+    cfg = ModelConfig.preset("tiny").replace(n_routed_experts=12)
+    assert _prefill_cfg(cfg, B * P).moe_impl == _decode_cfg(cfg, "auto", B * G).moe_impl == "sorted"
+  else:
+    cfg = ModelConfig.preset(request.param)
   return cfg, _random_params(cfg)
 
 
@@ -148,8 +153,20 @@ def test_nothing_after_eos_is_unmasked(tiny):
 # ------------------------------------------------------------------------------------------ token choice
 def _opts(**kw):
   base = dict(num_samples=1, max_new_tokens=1, greedy=False, top_k=0, use_top_p=False, pad_id=0,
-              decode_cfg=ModelConfig.preset("tiny"))
+              decode_cfg=ModelConfig.preset("tiny"), prefill_cfg=ModelConfig.preset("tiny"))
   return _Options(**{**base, **kw})
+
+
+def test_prefill_dispatch_is_dense_only_for_short_prompts_and_few_experts():
+  bench = ModelConfig.preset("bench")                       # E=8, k=2, dropless sorted
+  assert _prefill_cfg(bench, 8 * 32).moe_impl == "dense"    # 64-row expert loads
+  assert _prefill_cfg(bench, 8 * 512) == bench              # 1024-row loads: sorted blocks are efficient
+  many = bench.replace(n_routed_experts=64)
+  assert _prefill_cfg(many, 8 * 32) == many                 # E > 4k: 32x the routed FLOPs
+  capped = bench.replace(capacity_factor=1.25)
+  assert _prefill_cfg(capped, 8 * 32) == capped             # a capacity config keeps its drops
+  dense_model = ModelConfig.preset("tiny_qwen2")
+  assert _prefill_cfg(dense_model, 8) == dense_model
 
 
 def test_top_k_and_top_p_keep_the_right_sets():
