@@ -4,7 +4,7 @@ Both take `mask_b1ts` (True = query t may attend key s) built once per forward b
 per-layer cache dict (see r1jax.model.cache) written at slot `cache_index`.
 
 MLA (DeepSeek-V2/V3): queries go through an optional low-rank latent; keys/values are compressed into
-one latent c (kv_lora_rank) plus a rope key k_pe shared by all heads. The cache holds only [c | k_pe]:
+one latent c (kv_lora_rank) plus a rope key k_pe shared by all heads. The cache holds only (c, k_pe):
 kv_lora_rank + qk_rope_head_dim numbers per token instead of 2 x heads x head_dim. Decoding uses the
 *absorbed* form: kv_b_proj's key half is folded into the query and its value half into the output, so
 scores are taken directly against the cached rows (see `fold_absorbed_weights` for when these products
@@ -87,11 +87,14 @@ class MLA(nn.Module):
     if cfg.q_lora_rank is None:
       q_btnh = jnp.einsum("BTD,DNH->BTNH", x_btd, wq)
       ckv = jnp.einsum("BTD,DR->BTR", x_btd, wkva)
-    else:  # one matmul for [q_a | c | k_pe] (both latents are unsharded)
+    elif absorb:  # decoding: one matmul for [q_a | c | k_pe] (both latents are unsharded)
       proj = jnp.einsum("BTD,DK->BTK", x_btd, jnp.concatenate([wqa, wkva], axis=-1))
       q_btnh = jnp.einsum("BTQ,QNH->BTNH", rms_norm(proj[..., :rq], qa_norm, 1e-6), wq)
       ckv = proj[..., rq:]
-    q_btnh = jnp.concatenate([q_btnh[..., :-rope], rotate(q_btnh[..., -rope:])], axis=-1)
+    else:
+      q_btnh = jnp.einsum("BTR,RNH->BTNH", rms_norm(jnp.einsum("BTD,DR->BTR", x_btd, wqa), qa_norm, 1e-6), wq)
+      ckv = jnp.einsum("BTD,DR->BTR", x_btd, wkva)
+    q_head, q_pe = q_btnh[..., :-rope], rotate(q_btnh[..., -rope:])   # q_head: nope part, or latent if folded
     c_btr, kpe_btp = rms_norm(ckv[..., :r], kv_norm, 1e-6), rotate(ckv[..., None, r:])[:, :, 0]
 
     new_cache = None
@@ -103,9 +106,9 @@ class MLA(nn.Module):
       c_bsr, kpe_bsp = c_btr, kpe_btp
 
     if absorb:
-      q_lat = q_btnh[..., :-rope] if fold_q else jnp.einsum("BTNH,RNH->BTNR", q_btnh[..., :nope], w_uk)
+      q_lat = q_head if fold_q else jnp.einsum("BTNH,RNH->BTNR", q_head, w_uk)
       scores = (jnp.einsum("BTNR,BSR->BNTS", q_lat, c_bsr, preferred_element_type=f32)
-                + jnp.einsum("BTNP,BSP->BNTS", q_btnh[..., -rope:], kpe_bsp, preferred_element_type=f32))
+                + jnp.einsum("BTNP,BSP->BNTS", q_pe, kpe_bsp, preferred_element_type=f32))
       probs = _softmax_f32(scores * scale, mask_b1ts).astype(dt)
       o_lat = jnp.einsum("BNTS,BSR->BNTR", probs, c_bsr)     # this output order keeps XLA:CPU on its fast dot
       if fold_o:
@@ -114,8 +117,8 @@ class MLA(nn.Module):
     else:
       k_nope = jnp.einsum("BSR,RNH->BSNH", c_bsr, w_uk)
       v_bsnv = jnp.einsum("BSR,RNV->BSNV", c_bsr, w_uv)
-      scores = (jnp.einsum("BTNH,BSNH->BNTS", q_btnh[..., :nope], k_nope, preferred_element_type=f32)
-                + jnp.einsum("BTNP,BSP->BNTS", q_btnh[..., nope:], kpe_bsp, preferred_element_type=f32))
+      scores = (jnp.einsum("BTNH,BSNH->BNTS", q_head, k_nope, preferred_element_type=f32)
+                + jnp.einsum("BTNP,BSP->BNTS", q_pe, kpe_bsp, preferred_element_type=f32))
       probs = _softmax_f32(scores * scale, mask_b1ts).astype(dt)
       o_btnv = jnp.einsum("BNTS,BSNV->BTNV", probs, v_bsnv)
     return jnp.einsum("BTNV,NVD->BTD", o_btnv, wo), new_cache
