@@ -38,9 +38,9 @@ Dropless dispatches compute the same per-token sum of the same expert MLPs, so t
 only (the log-prob test compares against cfg's `forward`).
 
 Measured on the bench preset (benchmarks/sampler.py: 8 prompts x 8 samples x 64 new tokens, 2-core
-CPU shared with other jobs): 5,000-5,300 generated tokens/s, 2.9-3.2x transformers' `generate` in
-the same run. A decode step (64 rows) takes ~12 ms: routed experts ~half, MLA attention ~a fifth,
-lm_head + sampling ~1 ms.
+CPU whose speed drifts): 5,400-6,800 generated tokens/s, 3.2-3.9x transformers' `generate` in the same
+run. A decode step (64 rows) takes 9-12 ms: the three MoE layers' all-experts matmuls ~40% of its wall
+time, MLA attention ~25% (mostly tiny per-row batched matmuls on one core), lm_head + sampling ~7%.
 """
 from __future__ import annotations
 
