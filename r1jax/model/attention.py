@@ -77,7 +77,9 @@ class MLA(nn.Module):
     rotate = lambda x: apply_rope(x, positions_bt, inv_freq, amp, cfg.rope_interleave)
     scale, f32 = yarn_softmax_scale(cfg), jnp.float32
     absorb = self.absorb if self.absorb is not None else (cache is not None and x_btd.shape[1] == 1)
-    fold_q, fold_o = (self.fold if self.fold is not None else fold_absorbed_weights(cfg)) if absorb else (False,) * 2
+    fold_q, fold_o = False, False
+    if absorb:
+      fold_q, fold_o = self.fold if self.fold is not None else fold_absorbed_weights(cfg)
 
     # q_nope . (W_uk c) == (q_nope W_uk^T) . c: absorbed, queries live in the latent space [R | rope].
     # Folded, W_uk^T is multiplied into the query weight (inside a decode loop XLA computes such
@@ -87,13 +89,13 @@ class MLA(nn.Module):
     if cfg.q_lora_rank is None:
       q_btnh = jnp.einsum("BTD,DNH->BTNH", x_btd, wq)
       ckv = jnp.einsum("BTD,DR->BTR", x_btd, wkva)
-    elif absorb:  # decoding: one matmul for [q_a | c | k_pe] (both latents are unsharded)
-      proj = jnp.einsum("BTD,DK->BTK", x_btd, jnp.concatenate([wqa, wkva], axis=-1))
-      q_btnh = jnp.einsum("BTQ,QNH->BTNH", rms_norm(proj[..., :rq], qa_norm, 1e-6), wq)
-      ckv = proj[..., rq:]
     else:
-      q_btnh = jnp.einsum("BTR,RNH->BTNH", rms_norm(jnp.einsum("BTD,DR->BTR", x_btd, wqa), qa_norm, 1e-6), wq)
-      ckv = jnp.einsum("BTD,DR->BTR", x_btd, wkva)
+      if absorb:  # decoding: one matmul for [q_a | c | k_pe] (both latents are unsharded)
+        proj = jnp.einsum("BTD,DK->BTK", x_btd, jnp.concatenate([wqa, wkva], axis=-1))
+        q_a, ckv = proj[..., :rq], proj[..., rq:]
+      else:
+        q_a, ckv = jnp.einsum("BTD,DR->BTR", x_btd, wqa), jnp.einsum("BTD,DR->BTR", x_btd, wkva)
+      q_btnh = jnp.einsum("BTQ,QNH->BTNH", rms_norm(q_a, qa_norm, 1e-6), wq)
     q_head, q_pe = q_btnh[..., :-rope], rotate(q_btnh[..., -rope:])   # q_head: nope part, or latent if folded
     c_btr, kpe_btp = rms_norm(ckv[..., :r], kv_norm, 1e-6), rotate(ckv[..., None, r:])[:, :, 0]
 

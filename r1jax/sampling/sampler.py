@@ -312,6 +312,12 @@ def _is_concrete(x) -> bool:
   return not isinstance(x, jax.Array) or x.is_fully_addressable
 
 
+def _dense_costs_at_most_4x(cfg: ModelConfig) -> bool:
+  """E <= 4k: the dense all-experts dispatch does at most 4x the routed FLOPs (the rule both the decode
+  steps and the prefill use to consider it)."""
+  return cfg.n_routed_experts <= 4 * cfg.num_experts_per_tok
+
+
 def _decode_cfg(cfg: ModelConfig, impl: str, num_rows: int) -> ModelConfig:
   """The config of decode steps: cfg, with the MoE dispatch chosen for steps of num_rows tokens.
 
@@ -334,7 +340,7 @@ def _decode_cfg(cfg: ModelConfig, impl: str, num_rows: int) -> ModelConfig:
     return cfg.replace(moe_impl=impl)
   if cfg.moe_impl != "sorted":
     return cfg
-  if cfg.n_routed_experts <= 4 * cfg.num_experts_per_tok:
+  if _dense_costs_at_most_4x(cfg):
     return cfg.replace(moe_impl="dense")
   if cfg.moe_block_size:
     return cfg
@@ -359,7 +365,7 @@ def _prefill_cfg(cfg: ModelConfig, num_rows: int) -> ModelConfig:
   if not cfg.is_moe or cfg.moe_impl != "sorted" or cfg.capacity_factor > 0:
     return cfg
   load = num_rows * cfg.num_experts_per_tok / cfg.n_routed_experts
-  if cfg.n_routed_experts <= 4 * cfg.num_experts_per_tok and load <= PREFILL_DENSE_MAX_LOAD:
+  if _dense_costs_at_most_4x(cfg) and load <= PREFILL_DENSE_MAX_LOAD:
     return cfg.replace(moe_impl="dense")
   return cfg
 
