@@ -32,6 +32,22 @@ from r1jax.model.layers import MLP, constrain, param, stack_gate_up, swiglu
 
 
 # ---------------------------------------------------------------------------------------------- routing
+def top_k(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+  """`jax.lax.top_k` over the last axis (same values, same indices, ties to the lower index) as k rounds
+  of max / argmax. GSPMD partitions these reductions along the leading (token) axes; it does not
+  partition lax.top_k, and all-gathers its operand over the data axes instead (18 all-gathers per decode
+  step of the bench preset on a 2-way data mesh). k is small (2-8) and E is at most a few hundred, so
+  the k passes over [T, E] cost little."""
+  iota = jax.lax.broadcasted_iota(jnp.int32, x.shape, x.ndim - 1)
+  values, indices = [], []
+  for _ in range(k):
+    values.append(jnp.max(x, axis=-1))
+    j = jnp.argmax(x, axis=-1).astype(jnp.int32)
+    indices.append(j)
+    x = jnp.where(iota == j[..., None], -jnp.inf, x)
+  return jnp.stack(values, -1), jnp.stack(indices, -1)
+
+
 def route(x_td: jax.Array, router_de: jax.Array, bias_e: jax.Array | None, cfg: ModelConfig):
   """Chooses experts per token.
 
@@ -46,14 +62,14 @@ def route(x_td: jax.Array, router_de: jax.Array, bias_e: jax.Array | None, cfg: 
   if ng > 1:
     per = e // ng
     grouped = choice.reshape(-1, ng, per)
-    group_score = jax.lax.top_k(grouped, min(2, per))[0].sum(-1)          # [T, ng]
-    _, keep = jax.lax.top_k(group_score, cfg.topk_group)                  # [T, topk_group]
-    group_mask = jnp.zeros_like(group_score).at[jnp.arange(group_score.shape[0])[:, None], keep].set(1.0)
+    group_score = top_k(grouped, min(2, per))[0].sum(-1)                 # [T, ng]
+    _, keep = top_k(group_score, cfg.topk_group)                         # [T, topk_group]
+    group_mask = jax.nn.one_hot(keep, ng, dtype=jnp.float32).sum(-2)     # one-hot, not a scatter: partitions
     # -inf, not 0.0: a biased score can be negative, and a masked expert must never be chosen over it
     # (topk_group * per >= k is validated, so k finite candidates always remain).
     choice = jnp.where(jnp.repeat(group_mask, per, axis=-1) > 0, choice, -jnp.inf)
-  _, idx = jax.lax.top_k(choice, k)
-  weights = jnp.take_along_axis(scores, idx, axis=-1)
+  _, idx = top_k(choice, k)
+  weights = (jax.nn.one_hot(idx, e, dtype=scores.dtype) * scores[:, None, :]).sum(-1)   # exact: one nonzero
   if cfg.norm_topk_prob:
     weights = weights / (weights.sum(-1, keepdims=True) + 1e-20)
   return idx.astype(jnp.int32), weights * cfg.routed_scaling_factor, scores
@@ -90,7 +106,7 @@ def sequence_balance_loss(scores_bte: jax.Array, idx_btk: jax.Array, mask_bt: ja
 # ---------------------------------------------------------------------------------------------- dispatch
 def _dense(x_td, idx_tk, w_tk, token_mask_t, wg, wu, wd):
   t, e = x_td.shape[0], wg.shape[0]
-  combine_te = jnp.zeros((t, e), jnp.float32).at[jnp.arange(t)[:, None], idx_tk].add(w_tk)
+  combine_te = (jax.nn.one_hot(idx_tk, e, dtype=jnp.float32) * w_tk[..., None]).sum(-2)   # idx distinct per row
   combine_te = combine_te * token_mask_t.astype(jnp.float32)[:, None]
   h_tef = jax.nn.silu(jnp.einsum("TD,EDF->TEF", x_td, wg)) * jnp.einsum("TD,EDF->TEF", x_td, wu)
   # Weighting before the down projection makes the combine part of one [T, E*F] x [E*F, D] matmul.

@@ -61,6 +61,43 @@ def test_softmax_routing_without_groups():
   np.testing.assert_allclose(weights[0], [p[1] / (p[1] + p[2]), p[2] / (p[1] + p[2])], rtol=1e-6)
 
 
+def test_top_k_equals_lax_top_k_with_ties_and_masked_entries():
+  rng = np.random.default_rng(0)
+  x = rng.integers(0, 4, size=(64, 8)).astype(np.float32)          # many ties
+  x[rng.random(x.shape) < 0.3] = -np.inf                             # group-masked experts
+  x[:, :3] = np.maximum(x[:, :3], 0.0)                               # >= 3 finite entries per row
+  for k in (1, 2, 3):
+    v, i = jax.jit(moe_lib.top_k, static_argnums=1)(x, k)
+    rv, ri = jax.lax.top_k(x, k)
+    np.testing.assert_array_equal(np.asarray(v), np.asarray(rv))
+    np.testing.assert_array_equal(np.asarray(i), np.asarray(ri))   # ties go to the lower index in both
+  np.testing.assert_array_equal(np.asarray(moe_lib.top_k(np.array([[1.0, 3.0, 3.0, 0.0, 3.0]]), 3)[1]), [[1, 2, 4]])
+
+
+def test_routing_and_dense_dispatch_need_no_collective_on_a_data_mesh():
+  # Tokens split 2 ways: routing is per token, so the compiled program must not gather across devices.
+  # (lax.top_k and the scatters it replaced made GSPMD all-gather their operands: 18 collectives per decode step.)
+  from jax.sharding import NamedSharding, PartitionSpec as PS
+  from r1jax.sharding import make_mesh
+  mesh = make_mesh({"data": 2}, devices=jax.devices()[:2])
+  x, _, _, mask, wg, wu, wd = _random_dispatch_inputs(t=48, d=16, f=8, e=8, k=2, pad=0)
+  router = np.random.default_rng(1).normal(size=(16, 8)).astype(np.float32)
+  x = jax.device_put(x, NamedSharding(mesh, PS("data", None)))
+  mask = jax.device_put(mask, NamedSharding(mesh, PS("data")))
+
+  def layer(x, mask, router, bias):
+    idx, w, _ = route(x, router, bias, ROUTE_CFG)
+    return expert_mlp(x, idx, w, mask, wg, wu, wd, impl="dense")[0]
+
+  hlo = jax.jit(layer).lower(x, mask, router, np.zeros(8, np.float32)).compile().as_text()
+  for op in ("all-gather", "all-reduce", "all-to-all", "collective-permute", "reduce-scatter"):
+    assert f" {op}(" not in hlo and f" {op}-start(" not in hlo, op
+  idx, w, _ = route(np.asarray(x), router, np.zeros(8, np.float32), ROUTE_CFG)
+  ref = _numpy_experts(np.asarray(x), np.asarray(idx), np.asarray(w), np.asarray(mask), wg, wu, wd)
+  np.testing.assert_allclose(np.asarray(jax.jit(layer)(x, mask, router, np.zeros(8, np.float32))), ref,
+                             rtol=1e-5, atol=1e-5)
+
+
 def test_update_router_bias_by_hand():
   bias = jnp.array([0.1, 0.0, -0.1, 0.0])
   counts = jnp.array([10.0, 2.0, 4.0, 0.0])      # mean 4: overloaded 0 goes down, 1 and 3 go up, 2 stays
