@@ -26,7 +26,8 @@ setuptools.setup(
     version="0.1.0",
     description="DeepSeek-R1 in JAX: DeepSeek-V3-style MoE, GRPO with rule rewards, R1 pipeline, distillation.",
     packages=setuptools.find_packages(include=["r1jax", "r1jax.*"]),
-    package_data={"r1jax.data.tasks": ["datasets/*/*.jsonl", "datasets/*/SOURCE.md"]},
+    # cpu_kernels.cc is compiled on first use (r1jax.kernels.cpu), so it ships as data.
+    package_data={"r1jax.data.tasks": ["datasets/*/*.jsonl", "datasets/*/SOURCE.md"], "r1jax.kernels": ["*.cc"]},
     python_requires=">=3.10",
     install_requires=CORE,
     extras_require={

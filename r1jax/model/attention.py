@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from r1jax.kernels import cpu as cpu_kernels
 from r1jax.model.config import ModelConfig
 from r1jax.model.layers import apply_rope, param, rms_norm, rope_frequencies, yarn_softmax_scale
 
@@ -109,10 +110,15 @@ class MLA(nn.Module):
 
     if absorb:
       q_lat = q_head if fold_q else jnp.einsum("BTNH,RNH->BTNR", q_head, w_uk)
-      scores = (jnp.einsum("BTNR,BSR->BNTS", q_lat, c_bsr, preferred_element_type=f32)
-                + jnp.einsum("BTNP,BSP->BNTS", q_pe, kpe_bsp, preferred_element_type=f32))
-      probs = _softmax_f32(scores * scale, mask_b1ts).astype(dt)
-      o_lat = jnp.einsum("BNTS,BSR->BNTR", probs, c_bsr)     # this output order keeps XLA:CPU on its fast dot
+      if cfg.attention_impl == "cpu_kernel" and x_btd.shape[1] == 1:
+        b, s = c_bsr.shape[:2]
+        mask_bs = jnp.broadcast_to(mask_b1ts, (b, 1, 1, s))[:, 0, 0]
+        o_lat = cpu_kernels.mla_decode_attention(q_lat[:, 0], q_pe[:, 0], c_bsr, kpe_bsp, mask_bs, scale)[:, :, None]
+      else:
+        scores = (jnp.einsum("BTNR,BSR->BNTS", q_lat, c_bsr, preferred_element_type=f32)
+                  + jnp.einsum("BTNP,BSP->BNTS", q_pe, kpe_bsp, preferred_element_type=f32))
+        probs = _softmax_f32(scores * scale, mask_b1ts).astype(dt)
+        o_lat = jnp.einsum("BNTS,BSR->BNTR", probs, c_bsr)   # this output order keeps XLA:CPU on its fast dot
       if fold_o:
         return jnp.einsum("BNTR,NRD->BTD", o_lat, jnp.einsum("RNV,NVD->NRD", w_uv, wo)), new_cache
       o_btnv = jnp.einsum("BNTR,RNV->BTNV", o_lat, w_uv)

@@ -14,8 +14,9 @@ from typing import Any, Mapping
 import jax.numpy as jnp
 
 ATTENTION_KINDS = ("mla", "gqa")
+ATTENTION_IMPLS = ("xla", "cpu_kernel")
 SCORING_FUNCS = ("sigmoid", "softmax")
-MOE_IMPLS = ("dense", "sorted", "ragged")
+MOE_IMPLS = ("dense", "sorted", "ragged", "cpu_kernel")
 REMAT_POLICIES = ("none", "full", "dots")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 ROPE_SCALING_TYPES = ("yarn",)
@@ -56,11 +57,13 @@ class ModelConfig:
   first_k_dense_replace: int = 0        # layers [0, k) use the dense MLP
   scoring_func: str = "sigmoid"         # "sigmoid" (DeepSeek-V3) or "softmax" (Qwen3-MoE, Mixtral)
   use_routing_bias: bool = True         # e_score_correction_bias (aux-loss-free balancing), selection only
-  moe_impl: str = "sorted"              # "dense" (all-experts oracle) | "sorted" (CPU default) | "ragged"
+  moe_impl: str = "sorted"              # "dense" (all-experts oracle) | "sorted" (CPU default) | "ragged" |
+                                        # "cpu_kernel" (forward only: the sampler's decode steps on a CPU)
   capacity_factor: float = 0.0          # sorted only: 0 = dropless; > 0 = per-expert capacity, may drop
   moe_block_size: int = 0               # sorted dropless: rows per expert block; 0 = chosen from the shapes
   # --- attention ---
   attention: str = "mla"                # "mla" (DeepSeek) or "gqa" (Qwen2/Qwen3)
+  attention_impl: str = "xla"           # "cpu_kernel": MLA's absorbed one-token decode step as a CPU custom call
   q_lora_rank: int | None = None        # MLA query latent rank; None/0 = a plain q projection
   kv_lora_rank: int = 32                # MLA compressed KV latent (the per-token cache)
   qk_nope_head_dim: int = 32
@@ -102,6 +105,11 @@ class ModelConfig:
         _fail(f, v, "must be a positive integer")
     if self.attention not in ATTENTION_KINDS:
       _fail("attention", self.attention, f"must be one of {ATTENTION_KINDS}")
+    if self.attention_impl not in ATTENTION_IMPLS:
+      _fail("attention_impl", self.attention_impl, f"must be one of {ATTENTION_IMPLS}")
+    if self.attention_impl == "cpu_kernel" and (self.dtype, self.param_dtype) != ("float32", "float32"):
+      _fail("attention_impl", self.attention_impl, f"the CPU kernel computes in float32 only (dtype={self.dtype!r}, "
+            f"param_dtype={self.param_dtype!r})")
     if self.dtype not in DTYPES:
       _fail("dtype", self.dtype, f"must be one of {tuple(DTYPES)}")
     if self.param_dtype not in DTYPES:
@@ -173,6 +181,9 @@ class ModelConfig:
       if self.capacity_factor > 0 and self.moe_impl != "sorted":
         _fail("capacity_factor", self.capacity_factor, f"only moe_impl='sorted' has a capacity mode, "
               f"moe_impl={self.moe_impl!r} is always dropless")
+      if self.moe_impl == "cpu_kernel" and (self.dtype, self.param_dtype) != ("float32", "float32"):
+        _fail("moe_impl", self.moe_impl, f"the CPU kernel computes in float32 only (dtype={self.dtype!r}, "
+              f"param_dtype={self.param_dtype!r})")
       if self.moe_block_size < 0:
         _fail("moe_block_size", self.moe_block_size, "must be >= 0 (0 = automatic)")
       if not self.routed_scaling_factor > 0:

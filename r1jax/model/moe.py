@@ -17,6 +17,9 @@ Dispatch (`expert_mlp`), chosen by ModelConfig.moe_impl, all equal when nothing 
             buffer [E, C, D] with C = ceil(cf * k * T / E) and one batched einsum; tokens over capacity drop.
   "ragged"  jax.lax.ragged_dot grouped matmuls (fast where the backend has a grouped-matmul kernel; on CPU
             XLA lowers it to work linear in E, see notes/jax_stack_on_cpu.md 2c).
+  "cpu_kernel"  r1jax.kernels.cpu.routed_experts, a hand-written C++ custom call that computes only the
+            chosen experts (f32, one CPU device, forward only): what the sampler's decode steps use on a
+            CPU, where XLA's matmuls are slow at ~16 rows per expert.
 Padding tokens (token_mask == 0) are sent to a null expert by the sparse paths and never computed.
 """
 from __future__ import annotations
@@ -27,6 +30,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from r1jax.kernels import cpu as cpu_kernels
 from r1jax.model.config import ModelConfig
 from r1jax.model.layers import MLP, constrain, param, stack_gate_up, swiglu
 
@@ -272,6 +276,23 @@ def _ragged(x_td, idx_tk, w_tk, token_mask_t, wg, wu, wd):
   return _combine(y_sorted, row_of_slot, slot_of_row, w_tk)
 
 
+@jax.custom_vjp
+def _cpu_kernel(x_td, idx_tk, w_tk, wg, wu, wd):
+  return cpu_kernels.routed_experts(x_td, idx_tk, w_tk, wg, wu, wd)
+
+
+def _cpu_kernel_fwd(*args):
+  return _cpu_kernel(*args), None
+
+
+def _cpu_kernel_bwd(_, g):
+  raise NotImplementedError("moe_impl='cpu_kernel' is forward only (the sampler's decode steps); "
+                            "differentiate through moe_impl='sorted' (or 'dense'/'ragged') instead")
+
+
+_cpu_kernel.defvjp(_cpu_kernel_fwd, _cpu_kernel_bwd)
+
+
 def expert_mlp(x_td, idx_tk, w_tk, token_mask_t, wg_edf, wu_edf, wd_efd, *, impl: str,
                capacity_factor: float = 0.0, block_size: int = 0):
   """Routed-expert SwiGLU: y_t = sum_k w_tk Expert_{idx_tk}(x_t).
@@ -284,6 +305,9 @@ def expert_mlp(x_td, idx_tk, w_tk, token_mask_t, wg_edf, wu_edf, wd_efd, *, impl
   zero = jnp.zeros((), jnp.float32)
   if impl == "dense":
     return _dense(x_td, idx_tk, w_tk, token_mask_t, wg_edf, wu_edf, wd_efd), zero
+  if impl == "cpu_kernel":
+    w = w_tk * token_mask_t.astype(w_tk.dtype)[:, None]
+    return _cpu_kernel(x_td, idx_tk, w, wg_edf, wu_edf, wd_efd), zero
   if impl == "ragged":
     return _ragged(x_td, idx_tk, w_tk, token_mask_t, wg_edf, wu_edf, wd_efd), zero
   if impl != "sorted":

@@ -32,15 +32,18 @@ Sampling semantics (the order is Hugging Face's: temperature, then top-k, then t
   * Each step's randomness is fold_in(rng, step), drawn for all rows at once: a run is reproducible
     from rng, and the same on any mesh.
 
-Decode steps run `cfg` with the MoE dispatch picked for B*G-token steps (`decode_moe_impl`, see
-_decode_cfg); the prefill uses cfg's own, or the dense dispatch for short prompts (_prefill_cfg).
-Dropless dispatches compute the same per-token sum of the same expert MLPs, so the choice changes speed
-only (the log-prob test compares against cfg's `forward`).
+Decode steps run `cfg` with the dispatch picked for B*G-token steps (`decode_moe_impl`, see _decode_cfg).
+On one CPU device (float32) the routed experts and MLA's absorbed attention run as the hand-written
+kernels of r1jax.kernels.cpu (XLA FFI custom calls: only the chosen experts, only the unmasked cache
+slots); elsewhere, or with decode_moe_impl set explicitly, XLA's dense or sorted dispatch. The prefill
+uses cfg's own dispatch, or the dense one for short prompts (_prefill_cfg). Every choice computes the
+same sums (in another order), so it changes speed only: the log-prob test compares against cfg's
+`forward` with the kernels and without.
 
 Measured on the bench preset (benchmarks/sampler.py: 8 prompts x 8 samples x 64 new tokens, 2-core
-CPU whose speed drifts): 5,400-6,800 generated tokens/s, 3.2-3.9x transformers' `generate` in the same
-run. A decode step (64 rows) takes 9-12 ms: the three MoE layers' all-experts matmuls ~40% of its wall
-time, MLA attention ~25% (mostly tiny per-row batched matmuls on one core), lm_head + sampling ~7%.
+CPU whose speed drifts): see README.md for the current figures. With the kernels a decode step (64
+rows) takes ~7 ms, about 0.73x of the XLA-only step (paired runs); before them the three MoE layers'
+all-experts matmuls took ~40% of a 9-12 ms step and MLA attention ~25% (tiny per-row batched matmuls).
 """
 from __future__ import annotations
 
@@ -54,6 +57,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from r1jax.kernels import cpu as cpu_kernels
 from r1jax.model.cache import init_cache, repeat_cache
 from r1jax.model.config import ModelConfig
 from r1jax.model.layers import constrain
@@ -61,7 +65,7 @@ from r1jax.model.transformer import apply_model
 from r1jax.sharding.mesh import mesh_rules
 from r1jax.sharding.rules import get_rules
 
-DECODE_MOE_IMPLS = ("auto", "same", "dense", "sorted", "ragged")
+DECODE_MOE_IMPLS = ("auto", "same", "dense", "sorted", "ragged", "cpu_kernel")
 
 
 class SampleOutput(NamedTuple):
@@ -199,8 +203,8 @@ def _sample_program(params, prompt_bp, mask_bp, rng, temperature, top_p, stop_k,
 
   # 3. Decode. Step 0 samples from the prefill logits; step i >= 1 first feeds token i-1 back.
   decode_cfg = opts.decode_cfg
-  hoist = decode_cfg.is_moe and decode_cfg.moe_impl == "dense"
-  decode_params = _hoist_expert_relayout(params) if hoist else params
+  relayout = _expert_relayout(decode_cfg)
+  decode_params = relayout[0](params) if relayout else params
 
   def sample_step(i, logits_sv, done_s, tokens_sn, logp_sn):
     token, logp = _choose(logits_sv, jax.random.fold_in(rng, i), temperature, top_p, opts)
@@ -222,7 +226,7 @@ def _sample_program(params, prompt_bp, mask_bp, rng, temperature, top_p, stop_k,
     i, cache, token_s, done_s, tokens_sn, logp_sn = carry
     # Finished rows still run (static shapes) but as padding tokens: the sparse MoE dispatches skip
     # them, their cache slot stays invalid, and their outputs are discarded.
-    step_params = _unhoist_expert_relayout(decode_params) if hoist else decode_params
+    step_params = relayout[1](decode_params) if relayout else decode_params
     step = apply_model(decode_cfg, step_params, token_s[:, None], cache=cache, last_only=True,
                        attention_mask=(~done_s)[:, None].astype(jnp.int32))
     token_s, done_s, tokens_sn, logp_sn = sample_step(i, step.logits[:, -1], done_s, tokens_sn, logp_sn)
@@ -240,33 +244,38 @@ def _sample_program(params, prompt_bp, mask_bp, rng, temperature, top_p, stop_k,
   return SampleOutput(tokens_sn, logp_sn, mask_sn, lengths, truncated)
 
 
-_EXPERT_IN_PROJ = ("gate_proj", "up_proj")
-
-
-def _map_expert_in_proj(params, fn):
-  """Applies fn to the routed experts' gate/up weights [E, D, F] (MoE layers' "mlp" modules)."""
+def _map_expert_weights(params, names, fn, ndim=3):
+  """Applies fn to the routed experts' weights called `names` (MoE layers' "mlp" modules; `ndim`-D, which
+  leaves out the dense MLP's 2-D weights of the same names)."""
   def visit(path, x):
     keys = [getattr(k, "key", None) for k in path]
-    if keys[-1] in _EXPERT_IN_PROJ and "mlp" in keys and x.ndim == 3:
+    if keys[-1] in names and "mlp" in keys and x.ndim == ndim:
       return fn(x)
     return x
   return jax.tree_util.tree_map_with_path(visit, params)
 
 
-def _hoist_expert_relayout(params):
-  """Relayouts the experts' gate/up weights to [D, E, F] once, before the decode loop.
+def _expert_relayout(decode_cfg: ModelConfig):
+  """(before, inside): the experts' weights are laid out for the decode dispatch once, before the loop
+  (`before`, behind an optimization barrier so the pair cannot cancel), and read back in their own shape
+  inside it (`inside`, which XLA folds into the consumer as a free bitcast). XLA:CPU does not hoist such
+  layout copies out of a while loop itself (1.5 ms of a 14 ms bench step for the dense dispatch; the
+  CPU kernel's panel copies cost more). Only the memory layout changes, not the math.
 
-  The dense dispatch contracts x [T, D] with gate/up [E, D, F] as one [D, E*F] matrix, so XLA:CPU
-  relayouts both weights of every MoE layer in every step: it does not hoist layout copies out of a
-  while loop (1.5 ms of a 14 ms step on the bench config). Transposing here, behind an optimization
-  barrier so that the transpose pair cannot cancel, makes the in-loop transpose back a free bitcast into
-  the dot. Only the memory layout changes, not the math.
+    * "dense" contracts x [T, D] with gate/up [E, D, F] as one [D, E*F] matrix: gate/up as [D, E, F].
+    * "cpu_kernel" reads every weight in column panels (r1jax.kernels.cpu.panels).
   """
-  return jax.lax.optimization_barrier(_map_expert_in_proj(params, lambda w: jnp.transpose(w, (1, 0, 2))))
-
-
-def _unhoist_expert_relayout(params):
-  return _map_expert_in_proj(params, lambda w: jnp.transpose(w, (1, 0, 2)))
+  if not decode_cfg.is_moe:
+    return None
+  if decode_cfg.moe_impl == "dense":
+    swap = lambda w: jnp.transpose(w, (1, 0, 2))
+    names, to, back, laid_out_ndim = ("gate_proj", "up_proj"), swap, swap, 3
+  elif decode_cfg.moe_impl == "cpu_kernel":
+    names, to, back, laid_out_ndim = ("gate_proj", "up_proj", "down_proj"), cpu_kernels.panels, cpu_kernels.unpanels, 4
+  else:
+    return None
+  before = lambda params: jax.lax.optimization_barrier(_map_expert_weights(params, names, to))
+  return before, lambda params: _map_expert_weights(params, names, back, laid_out_ndim)
 
 
 def _constrain_cache(cache: dict) -> dict:
@@ -318,28 +327,44 @@ def _dense_costs_at_most_4x(cfg: ModelConfig) -> bool:
   return cfg.n_routed_experts <= 4 * cfg.num_experts_per_tok
 
 
-def _decode_cfg(cfg: ModelConfig, impl: str, num_rows: int) -> ModelConfig:
-  """The config of decode steps: cfg, with the MoE dispatch chosen for steps of num_rows tokens.
+def _decode_cfg(cfg: ModelConfig, impl: str, num_rows: int, one_cpu: bool = False) -> ModelConfig:
+  """The config of decode steps: cfg, with the MoE dispatch (and, for "auto", the attention) chosen for
+  steps of num_rows tokens.
 
-  "auto", for a dropless sorted config:
-    * "dense" when E <= 4k (at most 4x the routed FLOPs): a decode step routes only B*G tokens, and
-      there one big matmul over all experts beats sorting into per-expert blocks and gathering a
-      copy of the expert weights for every block. Bench config (E=8, k=2, 64 rows), whole decode
-      loop, same process: 12.0-13.2 ms/step dense vs 14.7-16.3 sorted with 16-row blocks and
-      16.4-19.0 with cfg's automatic 8-row blocks.
-    * otherwise "sorted" with blocks of one balanced expert load, num_rows * k / E rows (a power of two
+  "auto":
+    * On one CPU device (`one_cpu`), for a float32 cfg, when r1jax.kernels.cpu builds here: MLA's
+      absorbed attention and a dropless sorted cfg's routed experts run as the CPU kernels
+      (attention_impl / moe_impl "cpu_kernel"): only the unmasked cache slots and the chosen experts,
+      outside XLA's matmuls, which run these tiny per-step problems far below the machine's rate.
+    * Otherwise, for a dropless sorted cfg, "dense" when E <= 4k (at most 4x the routed FLOPs): a decode
+      step routes only B*G tokens, and there one big matmul over all experts beats sorting into
+      per-expert blocks and gathering a copy of the expert weights for every block. Bench config (E=8,
+      k=2, 64 rows), whole decode loop, same process: 12.0-13.2 ms/step dense vs 14.7-16.3 sorted with
+      16-row blocks and 16.4-19.0 with cfg's automatic 8-row blocks.
+    * Otherwise "sorted" with blocks of one balanced expert load, num_rows * k / E rows (a power of two
       in [8, 256]); cfg's automatic size (the same rule, up to 512 rows) is meant for long
       prefill/training batches.
-  Capacity-limited configs (which drop tokens by design) and other dispatches are kept as they are.
+  "same" keeps cfg; any other value sets only moe_impl. Capacity-limited configs (which drop tokens by
+  design) keep their dispatch.
   """
   if impl not in DECODE_MOE_IMPLS:
     _fail("decode_moe_impl", impl, f"must be one of {DECODE_MOE_IMPLS}")
-  if not cfg.is_moe or impl == "same" or cfg.capacity_factor > 0:
+  if impl == "cpu_kernel" and not one_cpu:
+    _fail("decode_moe_impl", impl, "runs on one CPU device only (no mesh, CPU backend)")
+  if impl == "same":
+    return cfg
+  kernels = (impl == "auto" and one_cpu and (cfg.dtype, cfg.param_dtype) == ("float32", "float32")
+             and cpu_kernels.available())
+  if kernels and cfg.attention == "mla":
+    cfg = cfg.replace(attention_impl="cpu_kernel")
+  if not cfg.is_moe or cfg.capacity_factor > 0:
     return cfg
   if impl != "auto":
     return cfg.replace(moe_impl=impl)
   if cfg.moe_impl != "sorted":
     return cfg
+  if kernels and cpu_kernels.supports_experts(cfg.hidden_size, cfg.moe_intermediate_size):
+    return cfg.replace(moe_impl="cpu_kernel")
   if _dense_costs_at_most_4x(cfg):
     return cfg.replace(moe_impl="dense")
   if cfg.moe_block_size:
@@ -456,9 +481,10 @@ def sample(cfg: ModelConfig, params, prompt_tokens, prompt_mask, *, rng, num_sam
             "must be left-padded: zeros (padding), then ones")
 
   greedy = bool(greedy) or temperature == 0.0
+  one_cpu = jax.default_backend() == "cpu" and (mesh is None or mesh.devices.size == 1)
   opts = _Options(num_samples=int(num_samples), max_new_tokens=int(max_new_tokens), greedy=greedy,
                   top_k=0 if greedy else min(int(top_k), cfg.vocab_size), use_top_p=not greedy and top_p < 1,
-                  pad_id=int(pad_id), decode_cfg=_decode_cfg(cfg, decode_moe_impl, b * num_samples),
+                  pad_id=int(pad_id), decode_cfg=_decode_cfg(cfg, decode_moe_impl, b * num_samples, one_cpu),
                   prefill_cfg=_prefill_cfg(cfg, b * p))
   stop_k = _stop_array(ids)
   args = (params, prompt_tokens, prompt_mask, rng, jnp.float32(1.0 if greedy else temperature),

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from r1jax.kernels import cpu as cpu_kernels
 from r1jax.model import ModelConfig, forward, init_params, param_shardings
 from r1jax.sampling import sample
 from r1jax.sampling import sampler as sampler_lib
@@ -39,14 +40,20 @@ def _random_params(cfg, seed=0, scale=0.3):
   return jax.tree.map(lambda s: jnp.asarray(rs.normal(0.0, scale, s.shape).astype(s.dtype)), shapes)
 
 
-@pytest.fixture(scope="module", params=["tiny", "tiny_qwen2", pytest.param("tiny_sorted", marks=pytest.mark.slow)])
+@pytest.fixture(scope="module", params=["tiny", "tiny_xla", "tiny_qwen2", pytest.param("tiny_sorted", marks=pytest.mark.slow)])
 def model(request):
+  """(cfg, params, sample kwargs). "tiny" decodes with the CPU kernels where they build (see
+  test_auto_decode_uses_the_cpu_kernels_on_one_cpu), "tiny_xla" with XLA only (dense MoE dispatch)."""
+  kw = {}
   if request.param == "tiny_sorted":   # E > 4k: the prefill and the decode steps keep the sorted dispatch
     cfg = ModelConfig.preset("tiny").replace(n_routed_experts=12)
-    assert _prefill_cfg(cfg, B * P).moe_impl == _decode_cfg(cfg, "auto", B * G).moe_impl == "sorted"
+    assert _prefill_cfg(cfg, B * P).moe_impl == _decode_cfg(cfg, "same", B * G, True).moe_impl == "sorted"
+    kw = dict(decode_moe_impl="same")
+  elif request.param == "tiny_xla":
+    cfg, kw = ModelConfig.preset("tiny"), dict(decode_moe_impl="dense")
   else:
     cfg = ModelConfig.preset(request.param)
-  return cfg, _random_params(cfg)
+  return cfg, _random_params(cfg), kw
 
 
 @pytest.fixture(scope="module")
@@ -89,10 +96,10 @@ def _check_completion_invariants(out, stops, pad_id=0):
 
 # ------------------------------------------------------------------------------------------ log-probs
 def test_logprobs_equal_full_forward_and_masks_are_right(model):
-  cfg, params = model
+  cfg, params, kw = model
   tokens, mask = _prompts(cfg)
   run = lambda **stops: sample(cfg, params, tokens, mask, rng=jax.random.key(7), num_samples=G,
-                               max_new_tokens=N, temperature=TEMPERATURE, **stops)
+                               max_new_tokens=N, temperature=TEMPERATURE, **kw, **stops)
   free = np.asarray(run(eos_id=None).tokens)
   # Stop ids are traced, and each step's randomness depends only on (rng, step): with stops the run
   # draws the same tokens up to each row's first stop. Stop on row 0's third token and on another
@@ -158,6 +165,28 @@ def _opts(**kw):
   base = dict(num_samples=1, max_new_tokens=1, greedy=False, top_k=0, use_top_p=False, pad_id=0,
               decode_cfg=ModelConfig.preset("tiny"), prefill_cfg=ModelConfig.preset("tiny"))
   return _Options(**{**base, **kw})
+
+
+def test_auto_decode_uses_the_cpu_kernels_on_one_cpu():
+  tiny, bench = ModelConfig.preset("tiny"), ModelConfig.preset("bench")
+  if cpu_kernels._compiler() is not None:      # a compiler is here: the kernels must build and be chosen
+    for cfg in (tiny, bench):
+      chosen = _decode_cfg(cfg, "auto", B * G, one_cpu=True)
+      assert (chosen.attention_impl, chosen.moe_impl) == ("cpu_kernel", "cpu_kernel")
+  qwen = ModelConfig.preset("tiny_qwen2")
+  assert _decode_cfg(qwen, "auto", B * G, one_cpu=True) == qwen                 # GQA: no kernel
+  assert _decode_cfg(bench, "auto", 64, one_cpu=False).moe_impl == "dense"      # a mesh / an accelerator
+  assert _decode_cfg(bench, "dense", 64, one_cpu=True).attention_impl == "xla"  # an explicit MoE choice
+  bf16 = bench.replace(dtype="bfloat16")
+  assert _decode_cfg(bf16, "auto", 64, one_cpu=True).moe_impl == "dense"        # the kernels are f32 only
+  with pytest.raises(ValueError, match="decode_moe_impl='cpu_kernel'.*one CPU device"):
+    _decode_cfg(bench, "cpu_kernel", 64, one_cpu=False)
+
+
+def test_without_a_compiler_auto_decode_stays_on_xla(monkeypatch):
+  monkeypatch.setattr(cpu_kernels, "available", lambda: False)
+  chosen = _decode_cfg(ModelConfig.preset("bench"), "auto", 64, one_cpu=True)
+  assert (chosen.attention_impl, chosen.moe_impl) == ("xla", "dense")
 
 
 def test_prefill_dispatch_is_dense_only_for_short_prompts_and_few_experts():

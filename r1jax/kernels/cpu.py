@@ -1,0 +1,153 @@
+"""CPU kernels as XLA FFI custom calls, compiled from cpu_kernels.cc (next to this file) on first use.
+
+Why: a sampler decode step is many tiny problems. It routes only B*G tokens (64 on the bench preset),
+~16 rows per expert, and XLA:CPU runs [16, 256] x [256, 128] matmuls so slowly that computing every expert
+for every row (4x the routed FLOPs, one big matmul) was faster; its attention is per-row [4, 48] x [48, L]
+products that XLA:CPU runs at 6-10 GFLOP/s. `routed_experts` computes only the chosen experts and
+`mla_decode_attention` only the unmasked cache slots, as plain register-blocked loops shared over XLA's
+intra-op threads.
+
+The library is built once per (source, compiler, flags, jax version, CPU) with `-O3 -march=native` into
+$R1JAX_KERNEL_CACHE (default ~/.cache/r1jax/kernels): a temporary file renamed into place, so concurrent
+processes never load a half-written library. `available()` is False, and callers use their pure-JAX
+path, when no C++ compiler or no FFI headers are found; a compiler that fails on the source is an
+error (RuntimeError with the compiler's output), never a silent fallback.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import pathlib
+import platform
+import shutil
+import subprocess
+import tempfile
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_DIR = pathlib.Path(__file__).resolve().parent
+_SOURCE = _DIR / "cpu_kernels.cc"
+_TARGETS = {"r1jax_routed_experts": "R1jaxRoutedExperts", "r1jax_mla_decode_attention": "R1jaxMlaDecodeAttention"}
+_FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w")
+
+
+def _compiler() -> str | None:
+  return shutil.which(os.environ.get("CXX", "c++")) or shutil.which("g++") or shutil.which("clang++")
+
+
+def _cpu_id() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      return next((line for line in f if line.startswith("flags")), "")
+  except OSError:
+    return platform.processor()
+
+
+def _build(cxx: str) -> pathlib.Path:
+  include = jax.ffi.include_dir()
+  key = hashlib.sha256()
+  for part in (_SOURCE.read_bytes(), cxx.encode(), " ".join(_FLAGS).encode(), jax.__version__.encode(),
+               _cpu_id().encode(), platform.machine().encode()):
+    key.update(part)
+  cache = pathlib.Path(os.environ.get("R1JAX_KERNEL_CACHE", pathlib.Path.home() / ".cache" / "r1jax" / "kernels"))
+  try:
+    cache.mkdir(parents=True, exist_ok=True)
+  except OSError:  # a read-only home: build into the temporary directory instead
+    cache = pathlib.Path(tempfile.gettempdir()) / "r1jax-kernels"
+    cache.mkdir(parents=True, exist_ok=True)
+  lib = cache / f"cpu_kernels-{key.hexdigest()[:16]}.so"
+  if lib.exists():
+    return lib
+  fd, tmp = tempfile.mkstemp(suffix=".so", dir=cache)
+  os.close(fd)
+  try:
+    proc = subprocess.run([cxx, *_FLAGS, f"-I{include}", str(_SOURCE), "-o", tmp], capture_output=True, text=True,
+                          timeout=600)
+    if proc.returncode != 0:
+      raise RuntimeError(f"building {_SOURCE} with {cxx} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    os.replace(tmp, lib)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+  return lib
+
+
+@functools.cache
+def available() -> bool:
+  """True when the kernels are built and registered with XLA (building them on the first call, ~15 s)."""
+  cxx = _compiler()
+  if cxx is None or not os.path.exists(os.path.join(jax.ffi.include_dir(), "xla", "ffi", "api", "ffi.h")):
+    return False
+  handle = ctypes.cdll.LoadLibrary(str(_build(cxx)))
+  for target, symbol in _TARGETS.items():
+    jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(handle, symbol)), platform="cpu")
+  handle.R1jaxPanelWidth.restype = ctypes.c_int64
+  global _PANEL
+  _PANEL = int(handle.R1jaxPanelWidth())
+  return True
+
+
+_PANEL = 0
+
+
+def panel_width() -> int:
+  """Column-panel width of the routed-experts kernel's weights (0 when the kernels are unavailable)."""
+  return _PANEL if available() else 0
+
+
+def supports_experts(hidden_size: int, moe_intermediate_size: int) -> bool:
+  """Whether `routed_experts` can run these sizes: both must be whole panels."""
+  w = panel_width()
+  return w > 0 and hidden_size % w == 0 and moe_intermediate_size % w == 0
+
+
+def panels(w_ekn):
+  """[E, K, N] -> [E, N / W, K, W], W = panel_width(): each W-column panel contiguous, the layout the
+  routed-experts kernel reads."""
+  e, k, n = w_ekn.shape
+  return w_ekn.reshape(e, k, n // _PANEL, _PANEL).transpose(0, 2, 1, 3)
+
+
+def unpanels(w_encw):
+  """The inverse of `panels`: [E, N / W, K, W] -> [E, K, N]."""
+  e, c, k, w = w_encw.shape
+  return w_encw.transpose(0, 2, 1, 3).reshape(e, k, c * w)
+
+
+def _check(fn: str, **arrays):
+  if not available():
+    raise RuntimeError("r1jax.kernels.cpu: no C++ compiler or XLA FFI headers found; use the pure-JAX path")
+  for name, a in arrays.items():
+    if a.dtype != jnp.float32:
+      raise TypeError(f"{fn}: {name} is {a.dtype}; the CPU kernels compute in float32 only")
+
+
+def routed_experts(x_td, idx_tk, w_tk, wg_edf, wu_edf, wd_efd) -> jax.Array:
+  """f32[T, D]: y_t = sum_j w_tj * SwiGLU expert idx_tj (x_t), computing only the chosen experts.
+
+  All float inputs f32 (the kernel has no other types); idx int32 in [0, E). Forward only: it has no
+  differentiation rule (the sampler's decode steps are its user). CPU only, on one device.
+  """
+  _check("routed_experts", x=x_td, weights=w_tk, gate_proj=wg_edf, up_proj=wu_edf, down_proj=wd_efd)
+  if not supports_experts(x_td.shape[1], wg_edf.shape[2]):
+    raise ValueError(f"routed_experts: hidden size {x_td.shape[1]} and expert width {wg_edf.shape[2]} must be "
+                     f"multiples of the kernel's panel width {panel_width()}")
+  call = jax.ffi.ffi_call("r1jax_routed_experts", jax.ShapeDtypeStruct(x_td.shape, jnp.float32))
+  return call(x_td, idx_tk.astype(jnp.int32), w_tk, panels(wg_edf), panels(wu_edf), panels(wd_efd))
+
+
+def mla_decode_attention(q_lat_bnr, q_pe_bnp, latent_blr, k_rope_blp, mask_bl, scale: float) -> jax.Array:
+  """f32[B, N, R]: absorbed MLA attention of one query token per row against the latent cache,
+
+      o[b, n] = sum_s softmax_s(scale * (q_lat[b, n] . latent[b, s] + q_pe[b, n] . k_rope[b, s])) latent[b, s]
+
+  over the slots with mask[b, s] (uniform over all slots for a row with none, as the XLA path does).
+  Forward only, CPU only, one device; f32.
+  """
+  _check("mla_decode_attention", q_lat=q_lat_bnr, q_pe=q_pe_bnp, latent=latent_blr, k_rope=k_rope_blp)
+  call = jax.ffi.ffi_call("r1jax_mla_decode_attention", jax.ShapeDtypeStruct(q_lat_bnr.shape, jnp.float32))
+  return call(q_lat_bnr, q_pe_bnp, latent_blr, k_rope_blp, mask_bl.astype(bool), scale=np.float32(scale))
