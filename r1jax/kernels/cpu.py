@@ -126,18 +126,44 @@ def _check(fn: str, **arrays):
       raise TypeError(f"{fn}: {name} is {a.dtype}; the CPU kernels compute in float32 only")
 
 
-def routed_experts(x_td, idx_tk, w_tk, wg_edf, wu_edf, wd_efd) -> jax.Array:
-  """f32[T, D]: y_t = sum_j w_tj * SwiGLU expert idx_tj (x_t), computing only the chosen experts.
+def _forward_only(fn, name):
+  """fn with a differentiation rule that fails clearly: the kernels have no backward pass."""
+  wrapped = jax.custom_vjp(fn)
 
-  All float inputs f32 (the kernel has no other types); idx int32 in [0, E). Forward only: it has no
-  differentiation rule (the sampler's decode steps are its user). CPU only, on one device.
+  def bwd(_, g):
+    raise NotImplementedError(f"r1jax.kernels.cpu.{name} is forward only (the sampler's decode steps); "
+                              "differentiate through the XLA path (moe_impl / attention_impl / mlp_impl != "
+                              "'cpu_kernel') instead")
+
+  wrapped.defvjp(lambda *args: (wrapped(*args), None), bwd)
+  return wrapped
+
+
+def _routed_experts_call(x_td, idx_tk, w_tk, wg, wu, wd):
+  call = jax.ffi.ffi_call("r1jax_routed_experts", jax.ShapeDtypeStruct(x_td.shape, jnp.float32))
+  return call(x_td, idx_tk, w_tk, panels(wg), panels(wu), panels(wd))
+
+
+_routed_experts_fwd = _forward_only(_routed_experts_call, "routed_experts")
+
+
+def routed_experts(x_td, idx_tk, w_tk, wg_edf, wu_edf, wd_efd) -> jax.Array:
+  """f32[T, D]: y_t = sum_j w_tj * SwiGLU expert idx_tj (x_t), computing only the chosen experts
+  (slots with w_tj == 0, e.g. padding, are skipped).
+
+  All float inputs f32 (the kernel has no other types); idx int32 in [0, E); D and F whole multiples of
+  panel_width(). Forward only; CPU only, on one device.
   """
   _check("routed_experts", x=x_td, weights=w_tk, gate_proj=wg_edf, up_proj=wu_edf, down_proj=wd_efd)
   if not supports_experts(x_td.shape[1], wg_edf.shape[2]):
     raise ValueError(f"routed_experts: hidden size {x_td.shape[1]} and expert width {wg_edf.shape[2]} must be "
                      f"multiples of the kernel's panel width {panel_width()}")
-  call = jax.ffi.ffi_call("r1jax_routed_experts", jax.ShapeDtypeStruct(x_td.shape, jnp.float32))
-  return call(x_td, idx_tk.astype(jnp.int32), w_tk, panels(wg_edf), panels(wu_edf), panels(wd_efd))
+  return _routed_experts_fwd(x_td, idx_tk.astype(jnp.int32), w_tk, wg_edf, wu_edf, wd_efd)
+
+
+def _attention_call(q_lat, q_pe, latent, k_rope, mask, scale):
+  call = jax.ffi.ffi_call("r1jax_mla_decode_attention", jax.ShapeDtypeStruct(q_lat.shape, jnp.float32))
+  return call(q_lat, q_pe, latent, k_rope, mask, scale=np.float32(scale))
 
 
 def mla_decode_attention(q_lat_bnr, q_pe_bnp, latent_blr, k_rope_blp, mask_bl, scale: float) -> jax.Array:
@@ -149,5 +175,5 @@ def mla_decode_attention(q_lat_bnr, q_pe_bnp, latent_blr, k_rope_blp, mask_bl, s
   Forward only, CPU only, one device; f32.
   """
   _check("mla_decode_attention", q_lat=q_lat_bnr, q_pe=q_pe_bnp, latent=latent_blr, k_rope=k_rope_blp)
-  call = jax.ffi.ffi_call("r1jax_mla_decode_attention", jax.ShapeDtypeStruct(q_lat_bnr.shape, jnp.float32))
-  return call(q_lat_bnr, q_pe_bnp, latent_blr, k_rope_blp, mask_bl.astype(bool), scale=np.float32(scale))
+  fwd = _forward_only(lambda *a: _attention_call(*a, scale), "mla_decode_attention")
+  return fwd(q_lat_bnr, q_pe_bnp, latent_blr, k_rope_blp, mask_bl.astype(bool))

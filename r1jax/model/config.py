@@ -14,7 +14,7 @@ from typing import Any, Mapping
 import jax.numpy as jnp
 
 ATTENTION_KINDS = ("mla", "gqa")
-ATTENTION_IMPLS = ("xla", "cpu_kernel")
+KERNEL_IMPLS = ("xla", "cpu_kernel")   # attention_impl, mlp_impl
 SCORING_FUNCS = ("sigmoid", "softmax")
 MOE_IMPLS = ("dense", "sorted", "ragged", "cpu_kernel")
 REMAT_POLICIES = ("none", "full", "dots")
@@ -64,6 +64,7 @@ class ModelConfig:
   # --- attention ---
   attention: str = "mla"                # "mla" (DeepSeek) or "gqa" (Qwen2/Qwen3)
   attention_impl: str = "xla"           # "cpu_kernel": MLA's absorbed one-token decode step as a CPU custom call
+  mlp_impl: str = "xla"                 # "cpu_kernel": dense SwiGLU MLPs (dense layers, shared experts) likewise
   q_lora_rank: int | None = None        # MLA query latent rank; None/0 = a plain q projection
   kv_lora_rank: int = 32                # MLA compressed KV latent (the per-token cache)
   qk_nope_head_dim: int = 32
@@ -105,11 +106,13 @@ class ModelConfig:
         _fail(f, v, "must be a positive integer")
     if self.attention not in ATTENTION_KINDS:
       _fail("attention", self.attention, f"must be one of {ATTENTION_KINDS}")
-    if self.attention_impl not in ATTENTION_IMPLS:
-      _fail("attention_impl", self.attention_impl, f"must be one of {ATTENTION_IMPLS}")
-    if self.attention_impl == "cpu_kernel" and (self.dtype, self.param_dtype) != ("float32", "float32"):
-      _fail("attention_impl", self.attention_impl, f"the CPU kernel computes in float32 only (dtype={self.dtype!r}, "
-            f"param_dtype={self.param_dtype!r})")
+    for field in ("attention_impl", "mlp_impl"):
+      impl = getattr(self, field)
+      if impl not in KERNEL_IMPLS:
+        _fail(field, impl, f"must be one of {KERNEL_IMPLS}")
+      if impl == "cpu_kernel" and (self.dtype, self.param_dtype) != ("float32", "float32"):
+        _fail(field, impl, f"the CPU kernel computes in float32 only (dtype={self.dtype!r}, "
+              f"param_dtype={self.param_dtype!r})")
     if self.dtype not in DTYPES:
       _fail("dtype", self.dtype, f"must be one of {tuple(DTYPES)}")
     if self.param_dtype not in DTYPES:

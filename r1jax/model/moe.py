@@ -276,23 +276,6 @@ def _ragged(x_td, idx_tk, w_tk, token_mask_t, wg, wu, wd):
   return _combine(y_sorted, row_of_slot, slot_of_row, w_tk)
 
 
-@jax.custom_vjp
-def _cpu_kernel(x_td, idx_tk, w_tk, wg, wu, wd):
-  return cpu_kernels.routed_experts(x_td, idx_tk, w_tk, wg, wu, wd)
-
-
-def _cpu_kernel_fwd(*args):
-  return _cpu_kernel(*args), None
-
-
-def _cpu_kernel_bwd(_, g):
-  raise NotImplementedError("moe_impl='cpu_kernel' is forward only (the sampler's decode steps); "
-                            "differentiate through moe_impl='sorted' (or 'dense'/'ragged') instead")
-
-
-_cpu_kernel.defvjp(_cpu_kernel_fwd, _cpu_kernel_bwd)
-
-
 def expert_mlp(x_td, idx_tk, w_tk, token_mask_t, wg_edf, wu_edf, wd_efd, *, impl: str,
                capacity_factor: float = 0.0, block_size: int = 0):
   """Routed-expert SwiGLU: y_t = sum_k w_tk Expert_{idx_tk}(x_t).
@@ -307,7 +290,7 @@ def expert_mlp(x_td, idx_tk, w_tk, token_mask_t, wg_edf, wu_edf, wd_efd, *, impl
     return _dense(x_td, idx_tk, w_tk, token_mask_t, wg_edf, wu_edf, wd_efd), zero
   if impl == "cpu_kernel":
     w = w_tk * token_mask_t.astype(w_tk.dtype)[:, None]
-    return _cpu_kernel(x_td, idx_tk, w, wg_edf, wu_edf, wd_efd), zero
+    return cpu_kernels.routed_experts(x_td, idx_tk, w, wg_edf, wu_edf, wd_efd), zero
   if impl == "ragged":
     return _ragged(x_td, idx_tk, w_tk, token_mask_t, wg_edf, wu_edf, wd_efd), zero
   if impl != "sorted":

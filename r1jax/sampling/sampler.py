@@ -244,6 +244,14 @@ def _sample_program(params, prompt_bp, mask_bp, rng, temperature, top_p, stop_k,
   return SampleOutput(tokens_sn, logp_sn, mask_sn, lengths, truncated)
 
 
+def _mlp_widths(cfg: ModelConfig) -> list[int]:
+  """Hidden widths of cfg's dense SwiGLU MLPs: dense layers, shared experts."""
+  widths = [cfg.intermediate_size] if not cfg.is_moe or cfg.first_k_dense_replace > 0 else []
+  if cfg.is_moe and cfg.n_shared_experts:
+    widths.append(cfg.moe_intermediate_size * cfg.n_shared_experts)
+  return widths
+
+
 def _map_expert_weights(params, names, fn, ndim=3):
   """Applies fn to the routed experts' weights called `names` (MoE layers' "mlp" modules; `ndim`-D, which
   leaves out the dense MLP's 2-D weights of the same names)."""
@@ -256,26 +264,39 @@ def _map_expert_weights(params, names, fn, ndim=3):
 
 
 def _expert_relayout(decode_cfg: ModelConfig):
-  """(before, inside): the experts' weights are laid out for the decode dispatch once, before the loop
-  (`before`, behind an optimization barrier so the pair cannot cancel), and read back in their own shape
-  inside it (`inside`, which XLA folds into the consumer as a free bitcast). XLA:CPU does not hoist such
-  layout copies out of a while loop itself (1.5 ms of a 14 ms bench step for the dense dispatch; the
-  CPU kernel's panel copies cost more). Only the memory layout changes, not the math.
+  """(before, inside): MLP weights are laid out for the decode dispatch once, before the loop (`before`,
+  behind an optimization barrier so the pair cannot cancel), and read back in their own shape inside it
+  (`inside`, which XLA folds into the consumer as a free bitcast). XLA:CPU does not hoist such layout
+  copies out of a while loop itself (1.5 ms of a 14 ms bench step for the dense dispatch; the CPU
+  kernels' panel copies cost more). Only the memory layout changes, not the math.
 
-    * "dense" contracts x [T, D] with gate/up [E, D, F] as one [D, E*F] matrix: gate/up as [D, E, F].
-    * "cpu_kernel" reads every weight in column panels (r1jax.kernels.cpu.panels).
+    * moe_impl "dense" contracts x [T, D] with gate/up [E, D, F] as one [D, E*F] matrix: gate/up as [D, E, F].
+    * moe_impl "cpu_kernel": the routed experts' weights in column panels (r1jax.kernels.cpu.panels), 3-D -> 4-D.
+    * mlp_impl "cpu_kernel": the dense MLPs' weights likewise, as one expert, 2-D -> 3-D.
   """
-  if not decode_cfg.is_moe:
-    return None
-  if decode_cfg.moe_impl == "dense":
+  names = ("gate_proj", "up_proj", "down_proj")
+  maps = []   # (weight names, ndim before, layout fn, ndim after, inverse fn)
+  if decode_cfg.is_moe and decode_cfg.moe_impl == "dense":
     swap = lambda w: jnp.transpose(w, (1, 0, 2))
-    names, to, back, laid_out_ndim = ("gate_proj", "up_proj"), swap, swap, 3
-  elif decode_cfg.moe_impl == "cpu_kernel":
-    names, to, back, laid_out_ndim = ("gate_proj", "up_proj", "down_proj"), cpu_kernels.panels, cpu_kernels.unpanels, 4
-  else:
+    maps.append((names[:2], 3, swap, 3, swap))
+  if decode_cfg.is_moe and decode_cfg.moe_impl == "cpu_kernel":
+    maps.append((names, 3, cpu_kernels.panels, 4, cpu_kernels.unpanels))
+  if decode_cfg.mlp_impl == "cpu_kernel":
+    maps.append((names, 2, lambda w: cpu_kernels.panels(w[None])[0], 3, lambda w: cpu_kernels.unpanels(w[None])[0]))
+  if not maps:
     return None
-  before = lambda params: jax.lax.optimization_barrier(_map_expert_weights(params, names, to))
-  return before, lambda params: _map_expert_weights(params, names, back, laid_out_ndim)
+
+  def before(params):
+    for n, nd, to, _, _ in maps:
+      params = _map_expert_weights(params, n, to, nd)
+    return jax.lax.optimization_barrier(params)
+
+  def inside(params):   # in reverse: a later map's layout never has the ndim an earlier map looks for
+    for n, _, _, nd, back in reversed(maps):
+      params = _map_expert_weights(params, n, back, nd)
+    return params
+
+  return before, inside
 
 
 def _constrain_cache(cache: dict) -> dict:
@@ -357,14 +378,17 @@ def _decode_cfg(cfg: ModelConfig, impl: str, num_rows: int, one_cpu: bool = Fals
              and cpu_kernels.available())
   if kernels and cfg.attention == "mla":
     cfg = cfg.replace(attention_impl="cpu_kernel")
-  if not cfg.is_moe or cfg.capacity_factor > 0:
+  mlp_kernel = kernels and all(cpu_kernels.supports_experts(cfg.hidden_size, w) for w in _mlp_widths(cfg))
+  if not cfg.is_moe:
+    return cfg.replace(mlp_impl="cpu_kernel") if mlp_kernel else cfg
+  if cfg.capacity_factor > 0:
     return cfg
   if impl != "auto":
     return cfg.replace(moe_impl=impl)
   if cfg.moe_impl != "sorted":
     return cfg
   if kernels and cpu_kernels.supports_experts(cfg.hidden_size, cfg.moe_intermediate_size):
-    return cfg.replace(moe_impl="cpu_kernel")
+    return cfg.replace(moe_impl="cpu_kernel", mlp_impl="cpu_kernel" if mlp_kernel else "xla")
   if _dense_costs_at_most_4x(cfg):
     return cfg.replace(moe_impl="dense")
   if cfg.moe_block_size:

@@ -26,7 +26,7 @@ def _experts_numpy(x, idx, w, wg, wu, wd):
   return y
 
 
-@pytest.mark.parametrize("t, d, f, e, k", [(64, 2, 3, 8, 2), (13, 3, 1, 5, 3), (1, 1, 2, 4, 1)])
+@pytest.mark.parametrize("t, d, f, e, k", [(64, 2, 3, 8, 2), (13, 3, 1, 5, 3), (1, 1, 2, 4, 1), (70, 1, 2, 1, 1)])
 def test_routed_experts_matches_numpy(t, d, f, e, k):
   d, f = d * cpu.panel_width(), f * cpu.panel_width()     # sizes in whole weight panels (16 or 64 floats)
   rng = np.random.default_rng(t)
@@ -88,5 +88,10 @@ def test_the_moe_kernel_dispatch_is_forward_only():
   weights = (jnp.ones((2, p, p)),) * 3
   f = lambda x: expert_mlp(x, jnp.zeros((4, 1), jnp.int32), w, jnp.ones(4), *weights, impl="cpu_kernel")[0].sum()
   assert np.isfinite(float(f(x)))
-  with pytest.raises(NotImplementedError, match="forward only"):
+  with pytest.raises(NotImplementedError, match="routed_experts is forward only"):
     jax.grad(f)(x)
+  q, c, m = jnp.ones((2, 1, 8)), jnp.ones((2, 5, 8)), jnp.ones((2, 5), bool)
+  g = lambda q: cpu.mla_decode_attention(q, q, c, c, m, 0.5).sum()
+  assert np.isfinite(float(g(q)))
+  with pytest.raises(NotImplementedError, match="mla_decode_attention is forward only"):
+    jax.grad(g)(q)

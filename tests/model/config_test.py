@@ -49,6 +49,7 @@ BAD = [
     (dict(moe_impl="cpu_kernel", dtype="bfloat16"), "moe_impl", "float32 only"),
     (dict(attention_impl="flash"), "attention_impl", "one of"),
     (dict(attention_impl="cpu_kernel", param_dtype="bfloat16"), "attention_impl", "float32 only"),
+    (dict(mlp_impl="cpu_kernel", dtype="bfloat16"), "mlp_impl", "float32 only"),
     (dict(capacity_factor=-1.0), "capacity_factor", ">= 0"),
     (dict(moe_impl="ragged", capacity_factor=1.25), "capacity_factor", "only"),
     (dict(rope_scaling={"type": "linear", "factor": 2.0}), "rope_scaling", "not supported"),

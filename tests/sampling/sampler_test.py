@@ -172,9 +172,9 @@ def test_auto_decode_uses_the_cpu_kernels_on_one_cpu():
   if cpu_kernels._compiler() is not None:      # a compiler is here: the kernels must build and be chosen
     for cfg in (tiny, bench):
       chosen = _decode_cfg(cfg, "auto", B * G, one_cpu=True)
-      assert (chosen.attention_impl, chosen.moe_impl) == ("cpu_kernel", "cpu_kernel")
-  qwen = ModelConfig.preset("tiny_qwen2")
-  assert _decode_cfg(qwen, "auto", B * G, one_cpu=True) == qwen                 # GQA: no kernel
+      assert (chosen.attention_impl, chosen.moe_impl, chosen.mlp_impl) == ("cpu_kernel",) * 3
+    qwen = ModelConfig.preset("tiny_qwen2")                                      # GQA: the MLP kernel only
+    assert _decode_cfg(qwen, "auto", B * G, one_cpu=True) == qwen.replace(mlp_impl="cpu_kernel")
   assert _decode_cfg(bench, "auto", 64, one_cpu=False).moe_impl == "dense"      # a mesh / an accelerator
   assert _decode_cfg(bench, "dense", 64, one_cpu=True).attention_impl == "xla"  # an explicit MoE choice
   bf16 = bench.replace(dtype="bfloat16")
@@ -186,7 +186,7 @@ def test_auto_decode_uses_the_cpu_kernels_on_one_cpu():
 def test_without_a_compiler_auto_decode_stays_on_xla(monkeypatch):
   monkeypatch.setattr(cpu_kernels, "available", lambda: False)
   chosen = _decode_cfg(ModelConfig.preset("bench"), "auto", 64, one_cpu=True)
-  assert (chosen.attention_impl, chosen.moe_impl) == ("xla", "dense")
+  assert (chosen.attention_impl, chosen.moe_impl, chosen.mlp_impl) == ("xla", "dense", "xla")
 
 
 def test_prefill_dispatch_is_dense_only_for_short_prompts_and_few_experts():
