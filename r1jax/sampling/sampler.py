@@ -204,7 +204,7 @@ def _sample_program(params, prompt_bp, mask_bp, rng, temperature, top_p, stop_k,
 
   # 3. Decode. Step 0 samples from the prefill logits; step i >= 1 first feeds token i-1 back.
   decode_cfg = opts.decode_cfg
-  relayout = _expert_relayout(decode_cfg)
+  relayout = _decode_weight_layout(decode_cfg)
   decode_params = relayout[0](params) if relayout else params
 
   def sample_step(i, logits_sv, done_s, tokens_sn, logp_sn):
@@ -253,9 +253,9 @@ def _mlp_widths(cfg: ModelConfig) -> list[int]:
   return widths
 
 
-def _map_expert_weights(params, names, fn, ndim=3):
-  """Applies fn to the routed experts' weights called `names` (MoE layers' "mlp" modules; `ndim`-D, which
-  leaves out the dense MLP's 2-D weights of the same names)."""
+def _map_mlp_weights(params, names, fn, ndim=3):
+  """Applies fn to the `ndim`-D weights called `names` under "mlp" modules (routed experts: 3-D; dense
+  MLPs and shared experts: 2-D)."""
   def visit(path, x):
     keys = [getattr(k, "key", None) for k in path]
     if keys[-1] in names and "mlp" in keys and x.ndim == ndim:
@@ -264,7 +264,7 @@ def _map_expert_weights(params, names, fn, ndim=3):
   return jax.tree_util.tree_map_with_path(visit, params)
 
 
-def _expert_relayout(decode_cfg: ModelConfig):
+def _decode_weight_layout(decode_cfg: ModelConfig):
   """(before, inside): MLP weights are laid out for the decode dispatch once, before the loop (`before`,
   behind an optimization barrier so the pair cannot cancel), and read back in their own shape inside it
   (`inside`, which XLA folds into the consumer as a free bitcast). XLA:CPU does not hoist such layout
@@ -289,12 +289,12 @@ def _expert_relayout(decode_cfg: ModelConfig):
 
   def before(params):
     for n, nd, to, _, _ in maps:
-      params = _map_expert_weights(params, n, to, nd)
+      params = _map_mlp_weights(params, n, to, nd)
     return jax.lax.optimization_barrier(params)
 
   def inside(params):   # in reverse: a later map's layout never has the ndim an earlier map looks for
     for n, _, _, nd, back in reversed(maps):
-      params = _map_expert_weights(params, n, back, nd)
+      params = _map_mlp_weights(params, n, back, nd)
     return params
 
   return before, inside
