@@ -76,6 +76,9 @@ def _build(cxx: str) -> pathlib.Path:
   return lib
 
 
+_PANEL = 0   # set by available(): the kernels' column-panel width
+
+
 @functools.cache
 def available() -> bool:
   """True when the kernels are built and registered with XLA (building them on the first call, ~15 s)."""
@@ -89,9 +92,6 @@ def available() -> bool:
   global _PANEL
   _PANEL = int(handle.R1jaxPanelWidth())
   return True
-
-
-_PANEL = 0
 
 
 def panel_width() -> int:
@@ -109,7 +109,8 @@ def panels(w_ekn):
   """[E, K, N] -> [E, N / W, K, W], W = panel_width(): each W-column panel contiguous, the layout the
   routed-experts kernel reads."""
   e, k, n = w_ekn.shape
-  return w_ekn.reshape(e, k, n // _PANEL, _PANEL).transpose(0, 2, 1, 3)
+  w = panel_width()
+  return w_ekn.reshape(e, k, n // w, w).transpose(0, 2, 1, 3)
 
 
 def unpanels(w_encw):
