@@ -127,11 +127,11 @@ def _check(fn: str, **arrays):
       raise TypeError(f"{fn}: {name} is {a.dtype}; the CPU kernels compute in float32 only")
 
 
-def _forward_only(fn, name):
+def _forward_only(fn, name, nondiff_argnums=()):
   """fn with a differentiation rule that fails clearly: the kernels have no backward pass."""
-  wrapped = jax.custom_vjp(fn)
+  wrapped = jax.custom_vjp(fn, nondiff_argnums=nondiff_argnums)
 
-  def bwd(_, g):
+  def bwd(*_):
     raise NotImplementedError(f"r1jax.kernels.cpu.{name} is forward only (the sampler's decode steps); "
                               "differentiate through the XLA path (moe_impl / attention_impl / mlp_impl != "
                               "'cpu_kernel') instead")
@@ -167,6 +167,9 @@ def _attention_call(q_lat, q_pe, latent, k_rope, mask, scale):
   return call(q_lat, q_pe, latent, k_rope, mask, scale=np.float32(scale))
 
 
+_attention_fwd = _forward_only(_attention_call, "mla_decode_attention", nondiff_argnums=(5,))
+
+
 def mla_decode_attention(q_lat_bnr, q_pe_bnp, latent_blr, k_rope_blp, mask_bl, scale: float) -> jax.Array:
   """f32[B, N, R]: absorbed MLA attention of one query token per row against the latent cache,
 
@@ -176,5 +179,4 @@ def mla_decode_attention(q_lat_bnr, q_pe_bnp, latent_blr, k_rope_blp, mask_bl, s
   Forward only, CPU only, one device; f32.
   """
   _check("mla_decode_attention", q_lat=q_lat_bnr, q_pe=q_pe_bnp, latent=latent_blr, k_rope=k_rope_blp)
-  fwd = _forward_only(lambda *a: _attention_call(*a, scale), "mla_decode_attention")
-  return fwd(q_lat_bnr, q_pe_bnp, latent_blr, k_rope_blp, mask_bl.astype(bool))
+  return _attention_fwd(q_lat_bnr, q_pe_bnp, latent_blr, k_rope_blp, mask_bl.astype(bool), float(scale))

@@ -204,12 +204,14 @@ inline float Dot(const float* a, const float* b, int64_t n) {
   return sum;
 }
 
-// Scores of one head against 8 slots: sc[j] = scale * (q . c_j + qr . k_j) for the 8 key rows given.
-#ifdef __AVX2__
+// The attention kernel works on 8 floats at a time on every target (8 slots per score vector; latent
+// rows in 8-column pieces), whatever kLanes the matmul uses.
 typedef float v8 __attribute__((vector_size(32)));
 typedef float v8u __attribute__((vector_size(32), aligned(4), may_alias));
 inline v8 Load8(const float* p) { return *reinterpret_cast<const v8u*>(p); }
+inline void Store8(float* p, v8 v) { *reinterpret_cast<v8u*>(p) = v; }
 
+#ifdef __AVX2__
 // The 8 horizontal sums of a[0..7], in order, as one vector.
 inline v8 HSum8(const v8* a) {
   const __m256 t0 = _mm256_hadd_ps(a[0], a[1]), t1 = _mm256_hadd_ps(a[2], a[3]);
@@ -256,7 +258,9 @@ ffi::Error MlaDecodeAttentionImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q_
     for (int64_t h = 0; h < n_dim; ++h) {
       const float* q = qp + (b * n_dim + h) * r_dim;
       const float* qr = pp + (b * n_dim + h) * p_dim;
-      for (int64_t i = 0; i < width; i += 8) {
+      // Scores, 8 slots at a time: sc[i + j] = scale * (q . c_slot + qr . k_slot).
+      if (none) std::fill(sc, sc + width, 0.f);
+      for (int64_t i = 0; i < width && !none; i += 8) {
 #ifdef __AVX2__
         if (r_dim % 8 == 0 && p_dim % 8 == 0) {
           v8 acc[8];
@@ -268,36 +272,30 @@ ffi::Error MlaDecodeAttentionImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q_
             for (int64_t v = 0; v < p_dim; v += 8) a += Load8(qr + v) * Load8(kj + v);
             acc[j] = a;
           }
-          const v8 sums = HSum8(acc) * scale;
-          std::memcpy(sc + i, &sums, sizeof(sums));
+          Store8(sc + i, HSum8(acc) * scale);
           continue;
         }
 #endif
         for (int64_t j = 0; j < 8; ++j)
           sc[i + j] = (Dot(q, c + slots[i + j] * r_dim, r_dim) + Dot(qr, kpe + slots[i + j] * p_dim, p_dim)) * scale;
       }
-      if (none) std::fill(sc, sc + width, 0.f);
       float top = -INFINITY;
       for (int64_t i = 0; i < count; ++i) top = std::max(top, sc[i]);
       float total = 0.f;
-      for (int64_t i = 0; i < width; i += 8) {
-        typedef float w8 __attribute__((vector_size(32), aligned(4), may_alias));
-        w8 e = Exp(*reinterpret_cast<w8*>(sc + i) - top);
-        *reinterpret_cast<w8*>(sc + i) = e;
-      }
+      for (int64_t i = 0; i < width; i += 8) Store8(sc + i, Exp(Load8(sc + i) - top));
       for (int64_t i = 0; i < count; ++i) total += sc[i];
       // Weights first, then the latent rows 32 columns at a time into register accumulators.
       const float inv = 1.f / total;
       for (int64_t i = 0; i < count; ++i) sc[i] *= inv;
       float* o = op + (b * n_dim + h) * r_dim;
       int64_t j = 0;
-      for (; j + 4 * kLanes <= r_dim; j += 4 * kLanes) {
-        vf acc[4] = {vf{}, vf{}, vf{}, vf{}};
+      for (; j + 32 <= r_dim; j += 32) {
+        v8 acc[4] = {v8{}, v8{}, v8{}, v8{}};
         for (int64_t i = 0; i < count; ++i) {
           const float* row = c + slots[i] * r_dim + j;
-          for (int u = 0; u < 4; ++u) acc[u] += sc[i] * Load(row + u * kLanes);
+          for (int u = 0; u < 4; ++u) acc[u] += sc[i] * Load8(row + 8 * u);
         }
-        for (int u = 0; u < 4; ++u) Store(o + j + u * kLanes, acc[u]);
+        for (int u = 0; u < 4; ++u) Store8(o + j + 8 * u, acc[u]);
       }
       for (; j < r_dim; ++j) {
         float acc = 0.f;
