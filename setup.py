@@ -15,7 +15,12 @@ CORE = [
     "matplotlib>=3.8",    # run reports (PNG curves)
     "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow
     # LaTeX answer equivalence for MATH-style rewards (bounded by a process-pool deadline in r1jax.rewards).
-    "math-verify[antlr4_13_2]>=0.7",
+    # Its parser needs an antlr4 runtime; named directly, since math-verify's own antlr4 extras point at
+    # extra names its latex2sympy2_extended dependency does not define (pip warns about them).
+    "math-verify>=0.7",
+    "antlr4-python3-runtime==4.13.2",
+    # tokenizer.json of Hugging Face model directories (r1jax.data.HFTokenizer); a small wheel, no torch.
+    "tokenizers>=0.20",
 ]
 
 # What executing colabs/ needs: the paired .py <-> .ipynb (jupytext), a kernel and a headless runner.

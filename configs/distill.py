@@ -10,8 +10,11 @@ tokenizer. `distill.distill.top_k=0` turns token-level KD off (pure SFT on the t
 """
 import ml_collections
 
+from r1jax.config_utils import config_argument
+
 
 def get_config(arg: str | None = None):
+  arg = config_argument(arg, ("runlocal",), "configs/distill.py")
   runlocal = arg == "runlocal"
   c = ml_collections.ConfigDict()
   c.student = dict(

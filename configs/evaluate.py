@@ -10,8 +10,11 @@ only by the model.
 """
 import ml_collections
 
+from r1jax.config_utils import config_argument
+
 
 def get_config(arg: str | None = None):
+  arg = config_argument(arg, ("runlocal",), "configs/evaluate.py")
   runlocal = arg == "runlocal"
   c = ml_collections.ConfigDict()
   c.seed = 0                                           # which problems are drawn (procedural tasks)

@@ -10,9 +10,11 @@ round-2 reward.
 import ml_collections
 
 from configs import r1_zero
+from r1jax.config_utils import config_argument
 
 
 def get_config(arg: str | None = None):
+  arg = config_argument(arg, ("runlocal",), "configs/grpo.py")
   runlocal = arg == "runlocal"
   base = r1_zero.get_config(arg)
   c = ml_collections.ConfigDict()

@@ -15,14 +15,14 @@ their columns in words, the ones column usually in English and the tens column u
 import ml_collections
 
 from configs.r1_zero import tiny_moe
+from r1jax.config_utils import config_argument
 
 
 def get_config(arg: str | None = None):
   # runlocal: every stage end to end at ~1/3 length (about 7 minutes on 2 cores): a smoke run, too short
   # for the base to learn the task (the default config is the shortest that shows the paper's story);
   # tiny: a plumbing test with minute models that solve nothing (the notebook and pipeline tests).
-  if arg not in (None, "runlocal", "tiny"):
-    raise ValueError(f"configs/r1_pipeline.py: unknown argument {arg!r}; use runlocal or tiny")
+  arg = config_argument(arg, ("runlocal", "tiny"), "configs/r1_pipeline.py")
   local, tiny = arg == "runlocal", arg == "tiny"
   c = ml_collections.ConfigDict()
   c.seed = 0

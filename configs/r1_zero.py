@@ -9,6 +9,8 @@ mediocre greedy and sampled; GRPO with accuracy + format rewards selects the wor
 """
 import ml_collections
 
+from r1jax.config_utils import config_argument
+
 
 def tiny_moe() -> dict:
   """The tiny DeepSeek-V3-style MoE the CPU experiments use (MLA, 4 routed experts top-2 + 1 shared, first
@@ -22,6 +24,7 @@ def tiny_moe() -> dict:
 
 
 def get_config(arg: str | None = None):
+  arg = config_argument(arg, ("runlocal",), "configs/r1_zero.py")
   runlocal = arg == "runlocal"
   c = ml_collections.ConfigDict()
   c.seed = 0

@@ -9,9 +9,11 @@ for fine-tuning. Without --init a model is trained from scratch with `model` (vo
 import ml_collections
 
 from configs.r1_zero import tiny_moe
+from r1jax.config_utils import config_argument
 
 
 def get_config(arg: str | None = None):
+  arg = config_argument(arg, ("runlocal",), "configs/sft.py")
   runlocal = arg == "runlocal"
   c = ml_collections.ConfigDict()
   c.model = tiny_moe()   # used only without --init

@@ -44,3 +44,16 @@ def build(cls, section: Any, path: str):
     return cls(**kwargs)
   except (ValueError, TypeError) as e:
     raise ConfigFieldError(f"{path}: {e}") from e
+
+
+def config_argument(arg: str | None, allowed: tuple[str, ...], config_file: str) -> str | None:
+  """Checks the argument after the colon in `--config=FILE:ARG` (None when there is no colon).
+
+  Every config's `get_config(arg)` calls this first, so a typo such as `:runlocl` is an error that names
+  the valid arguments instead of silently selecting the default (full-length) run.
+  """
+  if arg is None or arg in allowed:
+    return arg
+  valid = ", ".join(repr(a) for a in allowed)
+  raise ConfigFieldError(
+      f"{config_file}: unknown config argument {arg!r}; valid: {valid} (or none, for the default run)")

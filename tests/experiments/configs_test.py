@@ -1,0 +1,45 @@
+"""Every config validates the argument after the colon in `--config=FILE:ARG`."""
+import importlib
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from r1jax.config_utils import ConfigFieldError
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+CONFIGS = sorted(p.stem for p in (ROOT / "configs").glob("*.py") if not p.stem.startswith("_"))
+# The arguments each config documents; anything else must be refused.
+VALID = {"r1_pipeline": ("runlocal", "tiny")}
+
+
+def test_every_config_is_listed():
+  assert set(CONFIGS) == {"distill", "evaluate", "grpo", "r1_pipeline", "r1_zero", "rejection_sample", "sft"}
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_valid_arguments_load_and_typos_are_refused(name):
+  module = importlib.import_module(f"configs.{name}")
+  for arg in (None, *VALID.get(name, ("runlocal",))):
+    assert module.get_config(arg) is not None
+  for typo in ("runlocl", "RUNLOCAL", "", "tiny_moe"):
+    if typo in VALID.get(name, ("runlocal",)):
+      continue
+    with pytest.raises(ConfigFieldError) as e:
+      module.get_config(typo)
+    message = str(e.value)
+    assert f"configs/{name}.py" in message and repr(typo) in message
+    for arg in VALID.get(name, ("runlocal",)):
+      assert repr(arg) in message
+
+
+def test_the_main_job_refuses_a_typo_before_doing_anything(tmp_path):
+  workdir = tmp_path / "run"
+  env = {**os.environ, "PYTHONPATH": str(ROOT), "XLA_FLAGS": ""}
+  proc = subprocess.run([sys.executable, "-m", "experiments.r1_zero", "--config=configs/r1_zero.py:runlocl",
+                         f"--workdir={workdir}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode != 0
+  assert "unknown config argument 'runlocl'" in proc.stderr and "'runlocal'" in proc.stderr
+  assert not workdir.exists()
