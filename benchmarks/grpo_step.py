@@ -5,8 +5,8 @@
 8 prompts x G=8, up to 64 new tokens at temperature 1.0, beta 0.04, one update per rollout, random
 weights (so nearly every completion runs the full 64 tokens). Runs the real RL stage
 (r1jax.rl.loop.run_rl_stage) and reads its per-phase timings; the first step (compilation) is excluded.
-Reference: the leading PyTorch GRPO trainer does ~33 completions/s (~1.9 s per step) on this CPU for the
-same model and settings (issue 7); target >= 100 completions/s.
+The figure has no same-run reference yet: compare it with a PyTorch trainer (TRL's GRPOTrainer) run on
+the same machine, model and settings.
 """
 from __future__ import annotations
 
@@ -18,15 +18,12 @@ import tempfile
 
 import jax
 
-from benchmarks.common import emit, peak_rss_mb
+from benchmarks.common import emit, matmul_peak_flops, peak_rss_mb
 from r1jax.config_utils import build
 from r1jax.data import tasks
 from r1jax.model import ModelConfig, init_params
 from r1jax.rl.loop import RLStageConfig, run_rl_stage
 from r1jax.testing import FakeTokenizer
-
-REFERENCE_COMPLETIONS_PER_S = 33.0
-
 
 def main():
   ap = argparse.ArgumentParser()
@@ -40,11 +37,13 @@ def main():
       grpo=dict(beta=0.04, temperature=1.0, num_iterations=1, num_minibatches=1),
       optim=dict(learning_rate=1e-5, total_steps=100, schedule="constant")), "config.rl")
   train = list(tasks.get("arithmetic", digits=3, ops="+").examples("train", seed=0, num=200))
+  peak_before = matmul_peak_flops()            # the machine's speed now: the same-run reference
   with tempfile.TemporaryDirectory() as workdir:
     run_rl_stage(cfg, sc, init_variables=init_params(cfg, jax.random.key(0)), tokenizer=tok,
                  train_examples=train, eval_examples=None, workdir=workdir, verbose=False)
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
       recs = [json.loads(line) for line in f if line.strip()][1:]   # step 1 compiles
+  peak_after = matmul_peak_flops()
   med = lambda k: statistics.median(r[k] for r in recs)
   step_s = med("time_step_s")
   completions = sc.batch_size * sc.group_size
@@ -58,8 +57,7 @@ def main():
        share_rollout=round(rollout / step_s, 3), share_rewards=round(reward / step_s, 3),
        share_reference=round(ref / step_s, 3),
        share_update=round(update / step_s, 3), peak_rss_mb=round(peak_rss_mb()),
-       reference_completions_per_s=REFERENCE_COMPLETIONS_PER_S,
-       ratio_vs_reference=round(completions / step_s / REFERENCE_COMPLETIONS_PER_S, 2),
+       matmul_peak_gflops_before=round(peak_before / 1e9, 1), matmul_peak_gflops_after=round(peak_after / 1e9, 1),
        loadavg=[round(x, 2) for x in os.getloadavg()])
 
 

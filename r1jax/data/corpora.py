@@ -1,6 +1,6 @@
 """Synthetic pretraining corpora with worked solutions, for bases that RL can improve on a CPU.
 
-R1-Zero selects and sharpens a reasoning mode the base model already has (notes/r1_zero_on_cpu.md).
+R1-Zero selects and sharpens a reasoning mode the base model already has.
 A base whose *greedy* answer is already right leaves RL nothing to do, so these corpora mix, per
 problem, (a) a worked solution inside <think> with the correct answer, (b) a direct answer with an
 empty think block that follows a systematic misconception, and (c) a bare misconceived answer with no

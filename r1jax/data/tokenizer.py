@@ -1,8 +1,8 @@
 """Tokenizers: the small interface the rest of r1jax codes against, and a SentencePiece implementation.
 
 Everything downstream (templates, Grain pipelines, the sampler's stop condition, rewards that decode
-completions) only uses the `Tokenizer` protocol below, so a Hugging Face `tokenizers` adapter
-(issue 4) and the character-level `r1jax.testing.fake_tokenizer.FakeTokenizer` slot in unchanged.
+completions) only uses the `Tokenizer` protocol below, so the Hugging Face `tokenizers` adapter
+(r1jax.data.HFTokenizer) and the character-level `r1jax.testing.fake_tokenizer.FakeTokenizer` slot in unchanged.
 
 Conventions shared by all implementations:
 

@@ -313,7 +313,7 @@ _TINY = dict(
     rope_scaling={"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64, "beta_fast": 32,
                   "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 1.0},
 )
-# `bench`: the configuration we compare with the leading PyTorch GRPO trainer (issue 2).
+# `bench`: the configuration the benchmarks compare with PyTorch GRPO trainers (TRL) on the same CPU.
 _BENCH = dict(
     vocab_size=1024, hidden_size=256, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
     max_position_embeddings=2048, n_routed_experts=8, n_shared_experts=1, moe_intermediate_size=128,

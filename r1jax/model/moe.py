@@ -1,6 +1,6 @@
 """DeepSeekMoE: fp32 router, group-limited top-k, shared experts, and interchangeable expert dispatch.
 
-Routing (DeepSeek-V3 section 2.1.2; HF DeepseekV3TopkRouter; see notes/checkpoint_numerics.md 1.6):
+Routing (DeepSeek-V3 technical report, section 2.1.2; transformers' DeepseekV3TopkRouter):
   scores = sigmoid(x W_r) in fp32 (or softmax for Qwen3-MoE / Mixtral);
   choice = scores + e_score_correction_bias (selection only: the bias never weights an expert);
   group-limited: keep the `topk_group` groups with the largest top-2 sum, mask the others with -inf (as
@@ -16,7 +16,7 @@ Dispatch (`expert_mlp`), chosen by ModelConfig.moe_impl, all equal when nothing 
             (cost ~ k * tokens, plus at most one partial block per expert). capacity_factor > 0: a per-expert
             buffer [E, C, D] with C = ceil(cf * k * T / E) and one batched einsum; tokens over capacity drop.
   "ragged"  jax.lax.ragged_dot grouped matmuls (fast where the backend has a grouped-matmul kernel; on CPU
-            XLA lowers it to work linear in E, see notes/jax_stack_on_cpu.md 2c).
+            XLA lowers it to work linear in E).
   "cpu_kernel"  r1jax.kernels.cpu.routed_experts, a hand-written C++ custom call that computes only the
             chosen experts (f32, one CPU device, forward only): what the sampler's decode steps use on a
             CPU, where XLA's matmuls are slow at ~16 rows per expert.

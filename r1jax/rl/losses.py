@@ -11,7 +11,7 @@ One function, `grpo_loss`, covers the published variants through string argument
                   "Approximating KL divergence"); k3 is DeepSeekMath eq. 4 and R1's choice.
   * aggregation   how per-token losses become a scalar, see AGGREGATIONS.
 
-Shapes (STYLE.md legend): S = B*G sequences, T completion time steps, V vocab. Padding positions
+Shapes: S = B*G sequences, T completion time steps, V vocab. Padding positions
 (mask False) may hold any finite or non-finite garbage: every masked value is replaced with
 `jnp.where` before it is used, so neither the loss nor its gradient picks up NaN from padding.
 """
@@ -285,7 +285,7 @@ def token_logprobs(
   """log softmax(logits / temperature) at the target ids, in float32.
 
   The sampler and the update both call this, so old and new log-probs are computed by the same
-  expression (DESIGN.md: "log-probs recomputed by the update must match the sampler's"). It
+  expression, and the log-probs the update recomputes match the sampler's. It
   computes logit[target] - logsumexp(logits) rather than materialising a second [S, T, V]
   log_softmax array.
 

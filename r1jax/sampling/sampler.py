@@ -5,7 +5,7 @@
     out.tokens      # int32[B*G, N]  rows b*G .. b*G+G-1 are prompt b's samples
     out.logprobs    # f32[B*G, N]    log pi(token) under the temperature-scaled full distribution
 
-One program (DESIGN.md): the sampler calls the same `apply_model` with the same parameters as the GRPO
+One program: the sampler calls the same `apply_model` with the same parameters as the GRPO
 update, so the update's recomputed log-probs equal the sampler's to float tolerance (tested).
 
 How it runs (all of it one `jax.jit`, compiled once per (cfg, shapes, static options, mesh)):

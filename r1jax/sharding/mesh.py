@@ -22,7 +22,7 @@ def make_mesh(shape: Mapping[str, int] | Sequence[int] | None = None, *, devices
 
   Returns:
     A Mesh whose axes are of type Auto: linen's logical constraints act as GSPMD hints there (with the
-    default Explicit axes, linen init fails; see notes/jax_stack_on_cpu.md section j).
+    default Explicit axes, linen's init fails).
   """
   devices = list(jax.devices() if devices is None else devices)
   if shape is None:

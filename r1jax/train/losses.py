@@ -1,7 +1,6 @@
 """Supervised losses: next-token cross-entropy (pretraining, SFT) and top-k logit distillation.
 
-Pure functions of arrays, float32 inside whatever the logits' dtype. Shapes use the STYLE.md
-legend: S sequences, T time steps, V vocab, K teacher top-k entries.
+Pure functions of arrays, float32 inside whatever the logits' dtype. Shapes: S sequences, T time steps, V vocab, K teacher top-k entries.
 """
 import jax
 import jax.numpy as jnp

@@ -78,7 +78,7 @@ def test_deepseek_v3_release():
           param_dtype="bfloat16")
   assert cfg.rope_scaling_dict == {"type": "yarn", "factor": 40, "original_max_position_embeddings": 4096,
                                    "beta_fast": 32, "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 1.0}
-  # notes/checkpoint_numerics.md 1.5 and 6: softmax scale 0.1352338, 671B parameters (61 layers, no MTP).
+  # YaRN softmax scale (mscale 0.1*ln(40)+1, squared, over sqrt(192)) and 671B parameters (61 layers, no MTP).
   assert math.isclose(yarn_softmax_scale(cfg), 0.1352338, rel_tol=1e-6)
   assert abs(cfg.num_params() / 671.03e9 - 1) < 0.005
   assert fp8_block_size(DEEPSEEK_V3) == (128, 128)

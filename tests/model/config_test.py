@@ -14,7 +14,7 @@ def test_presets_validate_and_count(name):
   assert n == cfg.num_params()
 
 
-def test_bench_preset_matches_issue():
+def test_bench_preset_is_the_benchmark_model():
   c = ModelConfig.preset("bench")
   assert (c.hidden_size, c.num_hidden_layers, c.first_k_dense_replace) == (256, 4, 1)
   assert (c.n_routed_experts, c.num_experts_per_tok, c.n_shared_experts, c.n_group, c.topk_group) == (8, 2, 1, 2, 1)
