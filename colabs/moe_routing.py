@@ -38,21 +38,74 @@
 #
 # Runs top to bottom on a CPU runtime (a few minutes with the default setting).
 
-# %%
-# On Colab, install r1jax first (locally: pip install -e ".[notebooks]").
-import subprocess
-import sys
-
-if "google.colab" in sys.modules:
-  subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                  "r1jax[notebooks] @ git+https://github.com/r1jax/r1jax"], check=True)
+# %% [markdown]
+# ## Setup
+#
+# Run locally where r1jax is installed (`pip install -e ".[notebooks]"` in a checkout), the notebook
+# needs no setup: leave `R1JAX_SOURCE` empty. On a fresh hosted runtime (Colab) set `R1JAX_SOURCE` to
+# where r1jax comes from: the git URL of an r1jax repository (cloned once into `./<repository name>`,
+# `/content/r1jax` on Colab), or the path of a checkout on this machine (a folder uploaded to `/content`,
+# or on a mounted Drive). The cell after the parameters then pip-installs it with its notebook extras.
 
 # %% tags=["parameters"]
+R1JAX_SOURCE = ""    # a git URL or the path of an r1jax checkout; needed where r1jax is not installed
+PIP_ARGS = []        # extra `pip install` arguments, e.g. ["--no-index", "--find-links", "/content/wheels"]
 STEPS = 300          # pretraining steps of the small MoE
 TINY = False         # a seconds-long smoke setting (what the notebook test runs)
 BIAS_RATE = 1e-3     # gamma, the bias update speed (DeepSeek-V3 pretraining: 1e-3)
 SEED = 0
 WORKDIR = "/tmp/r1jax_moe_routing"   # checkpoints, the exported model, the figure and a JSON summary
+
+# %% tags=["install"]
+# Installs r1jax where this kernel cannot import it (a fresh runtime), or from R1JAX_SOURCE when that is
+# set and r1jax is not imported yet (a restarted runtime installs the source again). It is a plain, not
+# an editable, `pip install <checkout>[notebooks]` into this interpreter: an editable install is only
+# importable after the interpreter restarts, a plain one right away.
+import importlib
+import importlib.util
+import os
+import subprocess
+import sys
+
+
+def run_command(cmd):
+  """Runs `cmd`, streaming its output into the notebook (a subprocess's own output may not reach it)."""
+  print("$", " ".join(cmd), flush=True)
+  proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  for line in proc.stdout:
+    print(line, end="", flush=True)
+  if proc.wait():
+    raise RuntimeError(f"{' '.join(cmd[:4])} ... failed with exit status {proc.returncode} (output above)")
+
+
+def checkout_of(source):
+  """The r1jax checkout that `source` names: a directory as it is, a git URL cloned once into ./<name>."""
+  if "://" in source or source.startswith("git@"):
+    url = source.removeprefix("git+")
+    path = os.path.abspath(os.path.basename(url.rstrip("/")).removesuffix(".git"))
+    if not os.path.exists(path):
+      run_command(["git", "clone", "-q", "--depth", "1", url, path])
+  else:
+    path = os.path.abspath(os.path.expanduser(source))
+  if not (os.path.isfile(os.path.join(path, "setup.py")) and os.path.isdir(os.path.join(path, "r1jax"))):
+    raise FileNotFoundError(f"R1JAX_SOURCE={source!r}: {path} is not an r1jax checkout (no setup.py and "
+                            "r1jax/ in it); delete it if it is a clone of something else")
+  return path
+
+
+checkout = checkout_of(R1JAX_SOURCE) if R1JAX_SOURCE else None
+if importlib.util.find_spec("r1jax") is None or (checkout and "r1jax" not in sys.modules):
+  if checkout is None:
+    raise RuntimeError(
+        "r1jax is not installed in this runtime: set R1JAX_SOURCE in the parameters cell to the git URL of "
+        "an r1jax repository, or to the path of an r1jax checkout on this machine (e.g. a folder uploaded "
+        "to /content or on a mounted Drive), and run the notebook again")
+  run_command([sys.executable, "-m", "pip", "install", "-q", checkout + "[notebooks]", *PIP_ARGS])
+  importlib.invalidate_caches()   # the import system's directory caches predate the install
+
+import r1jax
+
+print(f"r1jax {r1jax.__version__} from {os.path.dirname(r1jax.__file__)}")
 
 # %%
 import json

@@ -35,28 +35,79 @@
 # results in the README. `SETTING = "runlocal"` runs every stage at a third of the length (about 7
 # minutes): a smoke run whose models are too short-trained to learn the task.
 
-# %%
-# On Colab, clone and install r1jax first (locally: pip install -e ".[notebooks]" in a checkout).
-# The pipeline's configs/ and experiments/ live in the repository next to the library, so the
-# checkout goes on sys.path.
+# %% [markdown]
+# ## Setup
+#
+# Run locally from a checkout where r1jax is installed (`pip install -e ".[notebooks]"`), the notebook
+# needs no setup: leave `R1JAX_SOURCE` empty. On a fresh hosted runtime (Colab) set `R1JAX_SOURCE` to
+# where r1jax comes from: the git URL of an r1jax repository (cloned once into `./<repository name>`,
+# `/content/r1jax` on Colab), or the path of a checkout on this machine (a folder uploaded to `/content`,
+# or on a mounted Drive). The next cell then pip-installs it with its notebook extras into this runtime.
+
+# %% tags=["parameters"]
+R1JAX_SOURCE = ""       # a git URL or the path of an r1jax checkout; needed where r1jax is not installed
+PIP_ARGS = []           # extra `pip install` arguments, e.g. ["--no-index", "--find-links", "/content/wheels"]
+SETTING = None          # None (the README's run, ~15 min), "runlocal" (smoke, ~7 min) or "tiny" (the test)
+WORKDIR = "/tmp/r1jax_quickstart"
+
+# %% tags=["install"]
+# Installs r1jax where this kernel cannot import it (a fresh runtime), or from R1JAX_SOURCE when that is
+# set and r1jax is not imported yet (a restarted runtime installs the source again). It is a plain, not
+# an editable, `pip install <checkout>[notebooks]` into this interpreter: an editable install is only
+# importable after the interpreter restarts, a plain one right away. The pipeline's configs/ and
+# experiments/ packages are not part of the library, so the checkout also goes on sys.path.
+import importlib
+import importlib.util
 import os
 import subprocess
 import sys
 
-if "google.colab" in sys.modules and not os.path.isdir("/content/r1jax"):
-  subprocess.run(["git", "clone", "-q", "https://github.com/r1jax/r1jax", "/content/r1jax"], check=True)
-  subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/r1jax[notebooks]"], check=True)
 
-import r1jax
+def run_command(cmd):
+  """Runs `cmd`, streaming its output into the notebook (a subprocess's own output may not reach it)."""
+  print("$", " ".join(cmd), flush=True)
+  proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  for line in proc.stdout:
+    print(line, end="", flush=True)
+  if proc.wait():
+    raise RuntimeError(f"{' '.join(cmd[:4])} ... failed with exit status {proc.returncode} (output above)")
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(r1jax.__file__)))   # an editable install's checkout
-if not os.path.exists(os.path.join(REPO, "configs", "r1_pipeline.py")):
-  raise RuntimeError(f"{REPO} is not an r1jax checkout: install with pip install -e from a clone")
-sys.path.insert(0, REPO)
 
-# %% tags=["parameters"]
-SETTING = None          # None (the README's run, ~15 min), "runlocal" (smoke, ~7 min) or "tiny" (the test)
-WORKDIR = "/tmp/r1jax_quickstart"
+def checkout_of(source):
+  """The r1jax checkout that `source` names: a directory as it is, a git URL cloned once into ./<name>."""
+  if "://" in source or source.startswith("git@"):
+    url = source.removeprefix("git+")
+    path = os.path.abspath(os.path.basename(url.rstrip("/")).removesuffix(".git"))
+    if not os.path.exists(path):
+      run_command(["git", "clone", "-q", "--depth", "1", url, path])
+  else:
+    path = os.path.abspath(os.path.expanduser(source))
+  if not (os.path.isfile(os.path.join(path, "setup.py")) and os.path.isdir(os.path.join(path, "r1jax"))):
+    raise FileNotFoundError(f"R1JAX_SOURCE={source!r}: {path} is not an r1jax checkout (no setup.py and "
+                            "r1jax/ in it); delete it if it is a clone of something else")
+  return path
+
+
+checkout = checkout_of(R1JAX_SOURCE) if R1JAX_SOURCE else None
+if importlib.util.find_spec("r1jax") is None or (checkout and "r1jax" not in sys.modules):
+  if checkout is None:
+    raise RuntimeError(
+        "r1jax is not installed in this runtime: set R1JAX_SOURCE in the parameters cell to the git URL of "
+        "an r1jax repository, or to the path of an r1jax checkout on this machine (e.g. a folder uploaded "
+        "to /content or on a mounted Drive), and run the notebook again")
+  run_command([sys.executable, "-m", "pip", "install", "-q", checkout + "[notebooks]", *PIP_ARGS])
+  importlib.invalidate_caches()   # the import system's directory caches predate the install
+
+import r1jax  # before the checkout goes on sys.path, so this is the installed copy
+
+if checkout is None:   # r1jax was already installed: an editable install's checkout, if it is one
+  checkout = os.path.dirname(os.path.dirname(os.path.abspath(r1jax.__file__)))
+if not os.path.isfile(os.path.join(checkout, "configs", "r1_pipeline.py")):
+  raise FileNotFoundError(f"{checkout} has no configs/r1_pipeline.py: set R1JAX_SOURCE to an r1jax checkout")
+if checkout not in sys.path:
+  sys.path.insert(0, checkout)
+print(f"r1jax {r1jax.__version__} from {os.path.dirname(r1jax.__file__)}; configs/ and experiments/ "
+      f"from {checkout}")
 
 # %%
 import json

@@ -4,6 +4,9 @@ Adding a notebook to the execution test is one line in NOTEBOOKS. A notebook tak
 cell tagged `parameters`; the harness adds a cell right after it that overrides them (as papermill
 does), so the defaults stay visible and only names that the parameters cell defines can be injected.
 Every notebook has a WORKDIR parameter, set here to a fresh temporary directory.
+
+Each notebook's `install` cell (what a fresh hosted runtime such as Colab runs first) is also tested on its
+own, in a kernel of a fresh venv without r1jax: see test_install_cell_on_a_fresh_runtime.
 """
 from __future__ import annotations
 
@@ -14,7 +17,11 @@ import json
 import math
 import os
 import re
+import shutil
+import site
+import subprocess
 import sys
+import venv
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -48,6 +55,7 @@ class Notebook:
   outputs: tuple[str, ...] = ()                    # files it must write under WORKDIR
   check: Callable[[str, Any], None] | None = None  # check(workdir, executed notebook)
   slow: bool = False                               # minutes: only in the full suite (CI), not `-m "not slow"`
+  uses_checkout: bool = False                      # imports configs/ and experiments/ from the checkout
 
 
 def _check_quickstart(workdir: str, nb) -> None:
@@ -62,7 +70,7 @@ NOTEBOOKS = [
              _check_moe_routing),
     Notebook("r1_quickstart", {"SETTING": "tiny"},
              ("report.md", "quickstart_curves.png", "eval/results.png", "eval/results.json"), _check_quickstart,
-             slow=True),
+             slow=True, uses_checkout=True),
 ]
 
 
@@ -90,28 +98,40 @@ def inject_parameters(nb, parameters: Mapping[str, Any]):
   return nb
 
 
-def _kernel_manager(spec_dir: str) -> KernelManager:
-  """A kernel that runs this interpreter (sys.executable), whatever kernelspecs the machine has."""
+def _kernel_manager(spec_dir: str, python: str = sys.executable,
+                    env: Mapping[str, str] | None = None) -> KernelManager:
+  """A kernel that runs `python` (this interpreter by default), whatever kernelspecs the machine has.
+
+  `env` is added to (and overrides) the environment the kernel inherits from this process.
+  """
   os.makedirs(os.path.join(spec_dir, KERNEL), exist_ok=True)
   with open(os.path.join(spec_dir, KERNEL, "kernel.json"), "w") as f:
-    json.dump({"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-               "display_name": "r1jax tests", "language": "python"}, f)
+    json.dump({"argv": [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+               "display_name": "r1jax tests", "language": "python", "env": dict(env or {})}, f)
   return KernelManager(kernel_name=KERNEL, kernel_spec_manager=KernelSpecManager(kernel_dirs=[spec_dir]))
 
 
-def execute_notebook(path: str, parameters: Mapping[str, Any], *, cwd: str, timeout: int = 900):
-  """Runs the notebook at `path` with `parameters` injected, in `cwd`; returns the executed notebook.
+def run_notebook(nb, *, name: str, cwd: str, timeout: int = 900, python: str = sys.executable,
+                 env: Mapping[str, str] | None = None):
+  """Executes the notebook object `nb` in place in a kernel of `python` started in `cwd`; returns it.
 
-  Fails the test with the failing cell's source and traceback.
+  Fails the test with the failing cell's source and traceback (a cell tagged `raises-exception` may fail:
+  its error is left in its outputs).
   """
-  nb = inject_parameters(nbformat.read(path, as_version=4), parameters)
-  client = nbclient.NotebookClient(nb, km=_kernel_manager(os.path.join(cwd, ".kernelspec")), timeout=timeout,
-                                   startup_timeout=180, resources={"metadata": {"path": cwd}})
+  km = _kernel_manager(os.path.join(cwd, ".kernelspec"), python, env)
+  client = nbclient.NotebookClient(nb, km=km, timeout=timeout, startup_timeout=180,
+                                   resources={"metadata": {"path": cwd}})
   try:
     client.execute()
   except nbclient.exceptions.CellExecutionError as e:
-    pytest.fail(f"{os.path.basename(path)} failed:\n" + re.sub(r"\x1b\[[0-9;]*m", "", str(e)), pytrace=False)
+    pytest.fail(f"{name} failed:\n" + re.sub(r"\x1b\[[0-9;]*m", "", str(e)), pytrace=False)
   return nb
+
+
+def execute_notebook(path: str, parameters: Mapping[str, Any], *, cwd: str, timeout: int = 900):
+  """Runs the notebook at `path` with `parameters` injected, in `cwd`; returns the executed notebook."""
+  nb = inject_parameters(nbformat.read(path, as_version=4), parameters)
+  return run_notebook(nb, name=os.path.basename(path), cwd=cwd, timeout=timeout)
 
 
 # ----------------------------------------------------------------------------------------------- tests
@@ -179,3 +199,148 @@ def test_notebook_runs(notebook, tmp_path):
     assert os.path.isfile(os.path.join(workdir, name)), f"{notebook.name} did not write WORKDIR/{name}"
   if notebook.check is not None:
     notebook.check(workdir, nb)
+
+
+# ----------------------------------------------------------------------------------------------- install cell
+# Every notebook has a cell tagged `install` after its parameters cell: on a fresh hosted runtime, where r1jax
+# cannot be imported, it pip-installs the checkout that R1JAX_SOURCE names (a path, or a git URL it clones)
+# and must leave r1jax importable in the same kernel. The test below runs that cell in a kernel of a fresh
+# venv that has every dependency but not r1jax, without network.
+ROOT = os.path.dirname(COLABS)
+OFFLINE_PIP_ARGS = ["--no-index", "--no-deps", "--no-build-isolation"]   # pip touches no index, builds here
+# A kernel without network access, as far as pip and git are concerned: any request they made would go to a
+# closed local port and fail at once (PIP_RETRIES=0), so an install that ignored PIP_ARGS fails the test.
+OFFLINE_ENV = {
+    "PYTHONPATH": "", "PYTHONNOUSERSITE": "1", "PIP_CONFIG_FILE": os.devnull, "PIP_RETRIES": "0",
+    "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_CACHE_DIR": "1", "NO_PROXY": "", "no_proxy": "",
+    **{k: "http://127.0.0.1:9" for k in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
+                                          "all_proxy")},
+}
+
+
+def _cell_tagged(nb, tag: str):
+  cells = [c for c in nb.cells if tag in c.get("metadata", {}).get("tags", ())]
+  if len(cells) != 1:
+    raise ValueError(f"expected one cell tagged {tag!r}, found {len(cells)}")
+  return cells[0]
+
+
+def _copy_checkout(dest: str) -> str:
+  """Copies what installing r1jax and running the notebooks needs from this checkout to `dest`.
+
+  That is the top-level files (setup.py and the rest of the packaging metadata) and the r1jax, configs and
+  experiments packages, without build products. pip builds a local directory in place, so the install writes
+  into the copy, never into this checkout.
+  """
+  skip = shutil.ignore_patterns("__pycache__", "*.pyc", "*.so", "*.egg-info", "build", "dist")
+  os.makedirs(dest)
+  for name in os.listdir(ROOT):
+    if os.path.isfile(os.path.join(ROOT, name)):
+      shutil.copy2(os.path.join(ROOT, name), dest)
+  for package in ("r1jax", "configs", "experiments"):
+    shutil.copytree(os.path.join(ROOT, package), os.path.join(dest, package), ignore=skip)
+  return dest
+
+
+def _fresh_venv(root: str) -> tuple[str, str]:
+  """A new venv under `root` in which everything this interpreter has is importable except r1jax.
+
+  Returns its python and its site-packages. The venv is created without pip (nothing is downloaded). A .pth
+  file in its site-packages runs site.addsitedir on a folder of symlinks to every entry of this interpreter's
+  site-packages except r1jax's own (the dist-info, and an editable install's finder module and .pth files,
+  which would otherwise map `import r1jax` to this checkout): pip, setuptools, ipykernel and r1jax's
+  dependencies import from there, the other .pth files there are processed as usual, and the venv's own
+  site-packages comes first on sys.path, where a real install puts r1jax.
+  """
+  venv_dir = os.path.join(root, "venv")
+  venv.EnvBuilder(with_pip=False, symlinks=True).create(venv_dir)
+  python = os.path.join(venv_dir, "bin", "python")
+  site_packages = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                 capture_output=True, text=True, check=True).stdout.strip()
+  deps = os.path.join(root, "deps")
+  os.makedirs(deps)
+  for directory in site.getsitepackages():
+    for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else ():
+      if name.startswith(("r1jax", "__editable__")) or name == "easy-install.pth" or \
+          os.path.lexists(os.path.join(deps, name)):
+        continue
+      os.symlink(os.path.join(directory, name), os.path.join(deps, name))
+  with open(os.path.join(site_packages, "r1jax_test_dependencies.pth"), "w") as f:
+    f.write(f"import site; site.addsitedir({deps!r})\n")
+  return python, site_packages
+
+
+def _git_url(checkout: str) -> str:
+  """Makes `checkout` a git repository with one commit; returns its file:// URL (cloning needs no network)."""
+  git = ["git", "-C", checkout, "-c", "user.name=test", "-c", "user.email=test@localhost"]
+  for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "checkout"]):
+    subprocess.run(git + args, check=True, capture_output=True)
+  return "file://" + checkout
+
+
+# What the kernel reports after the install cell: where its python and site-packages are, where r1jax was
+# imported from, and (for a notebook that uses the checkout) where configs and experiments are found.
+_REPORT = """\
+import importlib.util, json, sys, sysconfig
+import r1jax
+report = {"python": sys.executable, "site_packages": sysconfig.get_paths()["purelib"], "r1jax": r1jax.__file__}
+if USES_CHECKOUT:
+  from configs import r1_pipeline
+  assert r1_pipeline.get_config("tiny").seed == 0
+  report["configs"] = r1_pipeline.__file__
+  report["experiments"] = importlib.util.find_spec("experiments.r1_pipeline").origin
+print("REPORT", json.dumps(report))
+"""
+
+
+def _under(path: str, directory: str) -> bool:
+  return os.path.commonpath([os.path.realpath(path), os.path.realpath(directory)]) == os.path.realpath(directory)
+
+
+@pytest.mark.parametrize("notebook,source", [pytest.param(n, "path", id=n.name) for n in NOTEBOOKS] +
+                         [pytest.param(n, "git", id=n.name + "-git") for n in NOTEBOOKS if n.uses_checkout])
+def test_install_cell_on_a_fresh_runtime(notebook, source, tmp_path):
+  """The install cell, in a kernel of a fresh venv without r1jax: first without R1JAX_SOURCE (a clear error
+  naming it), then with R1JAX_SOURCE a local checkout (or its git URL), installed offline through PIP_ARGS.
+  r1jax must then be imported from the venv's site-packages: an editable install would not be importable in
+  the same kernel, and an install that only put the checkout on sys.path would import the checkout's copy.
+  """
+  if source == "git" and shutil.which("git") is None:
+    pytest.skip("git is not installed")
+  name = notebook.name
+  original = nbformat.read(os.path.join(COLABS, name + ".ipynb"), as_version=4)
+  parameters, install = _cell_tagged(original, "parameters"), _cell_tagged(original, "install")
+  assert original.cells.index(install) > original.cells.index(parameters), f"{name}: install before parameters"
+  defaults = {n.targets[0].id: ast.literal_eval(n.value) for n in ast.parse(parameters.source).body
+              if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") in ("R1JAX_SOURCE", "PIP_ARGS")}
+  assert defaults.get("R1JAX_SOURCE") == "", f"{name}: R1JAX_SOURCE must default to '' (no install locally)"
+  assert not set(defaults.get("PIP_ARGS", ())) & set(OFFLINE_PIP_ARGS), \
+      f"{name}: by default PIP_ARGS must leave pip a normal install that fetches the dependencies"
+
+  checkout = _copy_checkout(str(tmp_path / "r1jax-src"))
+  python, site_packages = _fresh_venv(str(tmp_path))
+  run_dir = tmp_path / "run"   # the kernel's cwd (where a git URL is cloned), not the checkout
+  run_dir.mkdir()
+  url = _git_url(checkout) if source == "git" else checkout
+  expected_checkout = str(run_dir / "r1jax-src") if source == "git" else checkout
+  code = nbformat.v4.new_code_cell
+  nb = inject_parameters(nbformat.v4.new_notebook(cells=[
+      parameters,
+      code("import importlib.util\nassert importlib.util.find_spec('r1jax') is None, 'r1jax is importable'"),
+      code(install.source, metadata={"tags": ["raises-exception"]}),   # no R1JAX_SOURCE: must raise
+      code(f"R1JAX_SOURCE = {url!r}"),
+      install,
+      code(f"USES_CHECKOUT = {notebook.uses_checkout}\n" + _REPORT),
+  ]), {"R1JAX_SOURCE": "", "PIP_ARGS": OFFLINE_PIP_ARGS, "WORKDIR": str(tmp_path / "work")})
+  run_notebook(nb, name=f"{name}'s install cell", cwd=str(run_dir), timeout=300, python=python, env=OFFLINE_ENV)
+
+  without_source = next(c for c in nb.cells if "raises-exception" in c.metadata.get("tags", ()))
+  error = [o for o in without_source.outputs if o.output_type == "error"]
+  assert error and "R1JAX_SOURCE" in error[0].evalue, f"no error naming R1JAX_SOURCE: {without_source.outputs}"
+  text = "".join(o.get("text", "") for o in nb.cells[-1].outputs)
+  report = json.loads(text.split("REPORT ", 1)[1])
+  assert (report["python"], report["site_packages"]) == (python, site_packages), report
+  assert _under(report["r1jax"], report["site_packages"]), f"r1jax was not installed into the venv: {report}"
+  if notebook.uses_checkout:
+    assert _under(report["configs"], expected_checkout) and _under(report["experiments"], expected_checkout), \
+        report
