@@ -1,6 +1,6 @@
 """Peak host memory of r1jax.hf.load: it must stay under 1.5x the checkpoint's size.
 
-    python benchmarks/hf_load_memory.py [--experts 64] [--dtype bfloat16] [--keep DIR]
+    python -m benchmarks.hf_load_memory [--experts 64] [--dtype bfloat16] [--keep DIR]
 
 Builds a random deepseek_v3 checkpoint of a few hundred MB (4 layers, the first dense, 64 experts of width
 512 at hidden 512, bf16, written per expert and in ~100 MB shards as on the Hub) with r1jax.hf.save, then

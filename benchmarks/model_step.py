@@ -1,6 +1,6 @@
 """Forward+backward throughput and MFU of the r1jax MoE model, and MoE cost scaling with expert count.
 
-    python benchmarks/model_step.py [--batch 64 --seq 128 --impl sorted --dtype float32]
+    python -m benchmarks.model_step [--batch 64 --seq 128 --impl sorted --dtype float32]
 
 Prints one JSON line per result. MFU = achieved model FLOP/s / f32 matmul peak measured in this run, in
 the same rounds as the step (median of per-round ratios: the machine's speed drifts).

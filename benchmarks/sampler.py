@@ -1,6 +1,6 @@
 """Sampler throughput: r1jax `sample` against Hugging Face `generate` on the same architecture.
 
-    python benchmarks/sampler.py [--runs 5] [--no-hf] [--decode-moe-impl auto]
+    python -m benchmarks.sampler [--runs 5] [--no-hf] [--decode-moe-impl auto]
 
 Workload (a GRPO rollout at the `bench` preset): 8 random prompts of 16-32 tokens, left-padded to 32,
 G = 8 samples each (64 sequences), 64 new tokens, temperature 1.0, no top-k / top-p, and no stop token
