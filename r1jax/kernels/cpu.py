@@ -76,7 +76,8 @@ def _build(cxx: str) -> pathlib.Path:
   return lib
 
 
-_PANEL = 0   # set by available(): the kernels' column-panel width
+_PANEL = 0   # set by available(): the widest column panel the kernels read
+_VECTOR = 0  # and the narrowest (one vector register of floats)
 
 
 @functools.cache
@@ -89,27 +90,41 @@ def available() -> bool:
   for target, symbol in _TARGETS.items():
     jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(handle, symbol)), platform="cpu")
   handle.R1jaxPanelWidth.restype = ctypes.c_int64
-  global _PANEL
-  _PANEL = int(handle.R1jaxPanelWidth())
+  handle.R1jaxVectorWidth.restype = ctypes.c_int64
+  global _PANEL, _VECTOR
+  _PANEL, _VECTOR = int(handle.R1jaxPanelWidth()), int(handle.R1jaxVectorWidth())
   return True
 
 
-def panel_width() -> int:
-  """Column-panel width of the routed-experts kernel's weights (0 when the kernels are unavailable)."""
-  return _PANEL if available() else 0
+def panel_width(n: int | None = None) -> int:
+  """Column-panel width of the routed-experts kernel's weights with N = n columns: the widest the kernel
+  reads (16 or 64 floats with AVX2 or AVX-512) halved until it divides n, but not below one vector of
+  floats; 0 when the kernels are unavailable or n is not a whole number of vectors. n=None: the widest."""
+  if not available():
+    return 0
+  w = _PANEL
+  if n is None:
+    return w
+  while w > _VECTOR and n % w:
+    w //= 2
+  return w if n % w == 0 else 0
+
+
+def vector_width() -> int:
+  """Floats per vector register the kernels were built for (8 with AVX2, 16 with AVX-512; 0: unavailable)."""
+  return _VECTOR if available() else 0
 
 
 def supports_experts(hidden_size: int, moe_intermediate_size: int) -> bool:
-  """Whether `routed_experts` can run these sizes: both must be whole panels."""
-  w = panel_width()
-  return w > 0 and hidden_size % w == 0 and moe_intermediate_size % w == 0
+  """Whether `routed_experts` can run these sizes: both must be whole panels of some width it reads."""
+  return panel_width(hidden_size) > 0 and panel_width(moe_intermediate_size) > 0
 
 
 def panels(w_ekn):
-  """[E, K, N] -> [E, N / W, K, W], W = panel_width(): each W-column panel contiguous, the layout the
+  """[E, K, N] -> [E, N / W, K, W], W = panel_width(N): each W-column panel contiguous, the layout the
   routed-experts kernel reads."""
   e, k, n = w_ekn.shape
-  w = panel_width()
+  w = panel_width(n)
   return w_ekn.reshape(e, k, n // w, w).transpose(0, 2, 1, 3)
 
 
@@ -153,12 +168,12 @@ def routed_experts(x_td, idx_tk, w_tk, wg_edf, wu_edf, wd_efd) -> jax.Array:
   (slots with w_tj == 0, e.g. padding, are skipped).
 
   All float inputs f32 (the kernel has no other types); idx int32 in [0, E); D and F whole multiples of
-  panel_width(). Forward only; CPU only, on one device.
+  the machine's vector width (8 or 16 floats; see panel_width). Forward only; CPU only, on one device.
   """
   _check("routed_experts", x=x_td, weights=w_tk, gate_proj=wg_edf, up_proj=wu_edf, down_proj=wd_efd)
   if not supports_experts(x_td.shape[1], wg_edf.shape[2]):
     raise ValueError(f"routed_experts: hidden size {x_td.shape[1]} and expert width {wg_edf.shape[2]} must be "
-                     f"multiples of the kernel's panel width {panel_width()}")
+                     f"multiples of the kernel's vector width {vector_width()}")
   return _routed_experts_fwd(x_td, idx_tk.astype(jnp.int32), w_tk, wg_edf, wu_edf, wd_efd)
 
 

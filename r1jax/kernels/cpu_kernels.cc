@@ -63,28 +63,48 @@ inline void Block(const float* x, int64_t ldx, const float* w, int64_t ldw, int6
     for (int c = 0; c < C; ++c) Store(y + r * ldy + kLanes * c, acc[r][c]);
 }
 
-// Weights come in column panels: panel c of W [K, N] is W[:, c * kPanel : (c + 1) * kPanel], stored
-// contiguously ([N / kPanel, K, kPanel]; r1jax.kernels.cpu.routed_experts lays them out so, once per
-// jitted program when the weights are loop-invariant). A panel is then read as one sequential stream
-// instead of one cache line per weight row, and stays in cache for every 6-row block of X.
+// Weights come in column panels: panel c of W [K, N] is W[:, c * P : (c + 1) * P], stored contiguously
+// ([N / P, K, P]; r1jax.kernels.cpu.routed_experts lays them out so, once per jitted program when the
+// weights are loop-invariant). A panel is then read as one sequential stream instead of one cache line per
+// weight row, and stays in cache for every 6-row block of X. The panel width P is kCols vectors, or, for
+// sizes that are not a multiple of that, the widest of kCols / 2, kCols / 4, ... 1 vectors that divides N
+// (the weights' shape says which): small models keep the kernel on wide-vector machines.
 constexpr int64_t kPanel = kCols * kLanes;
+static_assert(kCols == 2 || kCols == 4, "MatMulPanels dispatches kCols, kCols / 2 and 1 vectors");
 
-// Y[n, N] = X[n, K] W[K, N]: X and Y row-major, W in panels.
+// Y[n, N] = X[n, K] W[K, N]: X and Y row-major, W in panels of C vectors.
+template <int C>
 void MatMul(const float* x, int64_t n, int64_t k_dim, const float* w_panels, int64_t n_dim, float* y) {
-  for (int64_t c = 0; c < n_dim / kPanel; ++c) {
-    const float* panel = w_panels + c * k_dim * kPanel;
-    float* yc = y + c * kPanel;
+  constexpr int64_t panel_width = C * kLanes;
+  for (int64_t c = 0; c < n_dim / panel_width; ++c) {
+    const float* panel = w_panels + c * k_dim * panel_width;
+    float* yc = y + c * panel_width;
     int64_t i = 0;
-    for (; i + 6 <= n; i += 6) Block<6, kCols>(x + i * k_dim, k_dim, panel, kPanel, k_dim, yc + i * n_dim, n_dim);
+    for (; i + 6 <= n; i += 6) Block<6, C>(x + i * k_dim, k_dim, panel, panel_width, k_dim, yc + i * n_dim, n_dim);
     switch (n - i) {
-      case 5: Block<5, kCols>(x + i * k_dim, k_dim, panel, kPanel, k_dim, yc + i * n_dim, n_dim); break;
-      case 4: Block<4, kCols>(x + i * k_dim, k_dim, panel, kPanel, k_dim, yc + i * n_dim, n_dim); break;
-      case 3: Block<3, kCols>(x + i * k_dim, k_dim, panel, kPanel, k_dim, yc + i * n_dim, n_dim); break;
-      case 2: Block<2, kCols>(x + i * k_dim, k_dim, panel, kPanel, k_dim, yc + i * n_dim, n_dim); break;
-      case 1: Block<1, kCols>(x + i * k_dim, k_dim, panel, kPanel, k_dim, yc + i * n_dim, n_dim); break;
+      case 5: Block<5, C>(x + i * k_dim, k_dim, panel, panel_width, k_dim, yc + i * n_dim, n_dim); break;
+      case 4: Block<4, C>(x + i * k_dim, k_dim, panel, panel_width, k_dim, yc + i * n_dim, n_dim); break;
+      case 3: Block<3, C>(x + i * k_dim, k_dim, panel, panel_width, k_dim, yc + i * n_dim, n_dim); break;
+      case 2: Block<2, C>(x + i * k_dim, k_dim, panel, panel_width, k_dim, yc + i * n_dim, n_dim); break;
+      case 1: Block<1, C>(x + i * k_dim, k_dim, panel, panel_width, k_dim, yc + i * n_dim, n_dim); break;
       default: break;
     }
   }
+}
+
+// Whether `width` is a panel width MatMulPanels runs: kPanel, kPanel / 2, ..., kLanes.
+bool SupportedPanel(int64_t width) {
+  for (int64_t w = kPanel; w >= kLanes; w /= 2)
+    if (width == w) return true;
+  return false;
+}
+
+// MatMul for weights in panels of `width` columns (a SupportedPanel width).
+void MatMulPanels(const float* x, int64_t n, int64_t k_dim, const float* w_panels, int64_t n_dim, int64_t width,
+                  float* y) {
+  if (width == kPanel) return MatMul<kCols>(x, n, k_dim, w_panels, n_dim, y);
+  if (width == kPanel / 2) return MatMul<kCols / 2>(x, n, k_dim, w_panels, n_dim, y);
+  return MatMul<1>(x, n, k_dim, w_panels, n_dim, y);
 }
 
 // Runs fn(i) for i in [0, n) on the calling thread and on the other threads of XLA's intra-op pool, each
@@ -115,8 +135,9 @@ ffi::Error RoutedExpertsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi:
     return ffi::Error::InvalidArgument(
         "routed_experts: expected x [T, D], idx [T, k], gate/up panels [E, F/W, D, W], down panels [E, D/W, F, W]");
   const int64_t t_dim = xd[0], d_dim = xd[1], k = id[1], e_dim = gd[0], f_dim = gd[1] * gd[3];
-  if (gd[3] != kPanel || dd[3] != kPanel)
-    return ffi::Error::InvalidArgument("routed_experts: weight panels must be R1jaxPanelWidth() wide");
+  if (!SupportedPanel(gd[3]) || !SupportedPanel(dd[3]))
+    return ffi::Error::InvalidArgument(
+        "routed_experts: weight panels must be R1jaxPanelWidth() wide, or that halved down to one vector");
   if (id[0] != t_dim || gd[2] != d_dim || dd[0] != e_dim || dd[1] * dd[3] != d_dim || dd[2] != f_dim ||
       weights.element_count() != static_cast<size_t>(t_dim * k) || wu.element_count() != wg.element_count())
     return ffi::Error::InvalidArgument("routed_experts: inconsistent shapes");
@@ -152,10 +173,10 @@ ffi::Error RoutedExpertsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi:
     thread_local std::vector<float> xe, g, u;
     xe.resize(n * d_dim), g.resize(n * f_dim), u.resize(n * f_dim);
     for (int64_t i = 0; i < n; ++i) std::memcpy(&xe[i * d_dim], xp + (rows[i] / k) * d_dim, sizeof(float) * d_dim);
-    MatMul(xe.data(), n, d_dim, wgp + e * d_dim * f_dim, f_dim, g.data());
-    MatMul(xe.data(), n, d_dim, wup + e * d_dim * f_dim, f_dim, u.data());
+    MatMulPanels(xe.data(), n, d_dim, wgp + e * d_dim * f_dim, f_dim, gd[3], g.data());
+    MatMulPanels(xe.data(), n, d_dim, wup + e * d_dim * f_dim, f_dim, gd[3], u.data());
     for (int64_t i = 0; i < n * f_dim; ++i) g[i] = g[i] / (1.f + std::exp(-g[i])) * u[i];
-    MatMul(g.data(), n, f_dim, wdp + e * f_dim * d_dim, d_dim, xe.data());  // xe reused as output
+    MatMulPanels(g.data(), n, f_dim, wdp + e * f_dim * d_dim, d_dim, dd[3], xe.data());  // xe reused as output
     for (int64_t i = 0; i < n; ++i) std::memcpy(&y_slot[rows[i] * d_dim], &xe[i * d_dim], sizeof(float) * d_dim);
   });
 
@@ -331,5 +352,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(R1jaxMlaDecodeAttention, MlaDecodeAttentionImpl,
                                   .Attr<float>("scale")
                                   .Ret<ffi::Buffer<ffi::F32>>());
 
-// The column-panel width the routed-experts kernel expects (8 or 16 floats per vector x kCols).
+// The widest column panel the routed-experts kernel reads (8 or 16 floats per vector x kCols), and the
+// narrowest (one vector): every power-of-two width between them works too.
 extern "C" int64_t R1jaxPanelWidth() { return kPanel; }
+extern "C" int64_t R1jaxVectorWidth() { return kLanes; }

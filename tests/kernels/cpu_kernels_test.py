@@ -26,9 +26,14 @@ def _experts_numpy(x, idx, w, wg, wu, wd):
   return y
 
 
-@pytest.mark.parametrize("t, d, f, e, k", [(64, 2, 3, 8, 2), (13, 3, 1, 5, 3), (1, 1, 2, 4, 1), (70, 1, 2, 1, 1)])
-def test_routed_experts_matches_numpy(t, d, f, e, k):
-  d, f = d * cpu.panel_width(), f * cpu.panel_width()     # sizes in whole weight panels (16 or 64 floats)
+@pytest.mark.parametrize("t, d, f, e, k, unit", [
+    (64, 2, 3, 8, 2, "panel"), (13, 3, 1, 5, 3, "panel"), (1, 1, 2, 4, 1, "panel"), (70, 1, 2, 1, 1, "panel"),
+    (64, 3, 5, 8, 2, "vector"), (13, 2, 6, 5, 3, "vector"), (20, 1, 1, 3, 2, "vector")])
+def test_routed_experts_matches_numpy(t, d, f, e, k, unit):
+  # Sizes in whole widest panels (16 or 64 floats), or in vectors (8 or 16 floats), which the kernel reads
+  # in narrower panels (an odd number of vectors: one-vector panels).
+  size = cpu.panel_width() if unit == "panel" else cpu.vector_width()
+  d, f = d * size, f * size
   rng = np.random.default_rng(t)
   x = rng.normal(size=(t, d)).astype(np.float32)
   idx = np.stack([rng.permutation(e)[:k] for _ in range(t)]).astype(np.int32)
@@ -42,10 +47,18 @@ def test_routed_experts_matches_numpy(t, d, f, e, k):
   np.testing.assert_allclose(got, _experts_numpy(x, idx, w, wg, wu, wd), rtol=2e-5, atol=2e-5)
 
 
-def test_routed_experts_rejects_sizes_that_are_not_whole_panels():
-  w = cpu.panel_width()
-  assert cpu.supports_experts(2 * w, w) and not cpu.supports_experts(2 * w, w + 1)
-  with pytest.raises(ValueError, match="multiples of the kernel's panel width"):
+def test_panel_widths_halve_down_to_one_vector():
+  p, v = cpu.panel_width(), cpu.vector_width()
+  assert (p, v) in ((16, 8), (64, 16))
+  assert cpu.panel_width(3 * p) == p and cpu.panel_width(p + p // 2) == p // 2 and cpu.panel_width(3 * v) == v
+  assert cpu.panel_width(v + 1) == 0 and cpu.panel_width(v // 2) == 0
+
+
+def test_routed_experts_rejects_sizes_that_are_not_whole_vectors():
+  w = cpu.vector_width()
+  assert cpu.supports_experts(2 * w, w) and cpu.supports_experts(3 * w, 5 * w)
+  assert not cpu.supports_experts(2 * w, w + 1) and not cpu.supports_experts(w // 2, w)
+  with pytest.raises(ValueError, match="multiples of the kernel's vector width"):
     cpu.routed_experts(jnp.zeros((2, w)), jnp.zeros((2, 1), jnp.int32), jnp.ones((2, 1)),
                        jnp.zeros((2, w, w + 1)), jnp.zeros((2, w, w + 1)), jnp.zeros((2, w + 1, w)))
 
