@@ -125,6 +125,9 @@ def run_notebook(nb, *, name: str, cwd: str, timeout: int = 900, python: str = s
     client.execute()
   except nbclient.exceptions.CellExecutionError as e:
     pytest.fail(f"{name} failed:\n" + re.sub(r"\x1b\[[0-9;]*m", "", str(e)), pytrace=False)
+  finally:   # nbclient leaves a kernel it was handed running: stop it (and its memory) now
+    if km.has_kernel:
+      km.shutdown_kernel(now=True)
   return nb
 
 
