@@ -65,6 +65,7 @@ def get_config(arg: str | None = None):
         reward_options=(("language_consistency", (("target", c.language),)),) if any(
             n == "language_consistency" for n, _ in weights) else (),
         dynamic_sampling=True, max_refills=1, checkpoint_every=10, log_every=1, eval_every=0,
+        advantage_estimator="grpo",        # r1jax.rl.advantages: grpo | batch_std | dr_grpo | rloo
         grpo=dict(epsilon_low=0.2, epsilon_high=0.28, beta=0.01, kl_estimator="k3", aggregation="token_mean",
                   temperature=1.0, num_iterations=2, num_minibatches=1, router_bias_rate=0.0),
         optim=dict(learning_rate=lr, warmup_steps=0, total_steps=steps, schedule="constant", clip_norm=1.0))

@@ -52,6 +52,7 @@ def get_config(arg: str | None = None):
   c.rl = dict(
       num_steps=3 if runlocal else 40, batch_size=8, group_size=8, max_prompt_len=24, max_new_tokens=40,
       template="compact", reward_weights=(("accuracy", 1.0), ("format", 0.2)), dynamic_sampling=True,
+      advantage_estimator="grpo",          # r1jax.rl.advantages: grpo | batch_std | dr_grpo | rloo
       max_refills=1, checkpoint_every=10, log_every=1, eval_every=0,
       grpo=dict(epsilon_low=0.2, epsilon_high=0.28, beta=0.01, kl_estimator="k3", aggregation="token_mean",
                 temperature=1.0, num_iterations=2, num_minibatches=1, router_bias_rate=0.0),

@@ -25,12 +25,9 @@ from typing import Protocol, runtime_checkable
 
 import sentencepiece as spm
 
-THINK_OPEN = "<think>"
-THINK_CLOSE = "</think>"
-ANSWER_OPEN = "<answer>"
-ANSWER_CLOSE = "</answer>"
-# The R1 format tags, in the order they are given ids (4-7) in the tokenizers we train.
-TAGS = (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE)
+# The R1 format tags (defined with the format rule they serve), in the order they are given ids (4-7) in
+# the tokenizers we train.
+from r1jax.rewards.format import ANSWER_CLOSE, ANSWER_OPEN, TAGS, THINK_CLOSE, THINK_OPEN  # noqa: F401
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 

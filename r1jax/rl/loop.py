@@ -26,7 +26,7 @@ from r1jax.data.templates import get_template, response_prefix
 from r1jax.eval.evaluate import EvalConfig, decode_completions, evaluate
 from r1jax.model.config import ModelConfig
 from r1jax.rewards import combine
-from r1jax.rl.advantages import group_advantages, zero_variance_groups
+from r1jax.rl.advantages import ADVANTAGE_ESTIMATORS, get_advantage_fn, zero_variance_groups
 from r1jax.rl.step import GRPOConfig, grpo_update_rollout, make_grpo_update, make_logprob_fn
 from r1jax.sampling import sample
 from r1jax.train.optim import OptimConfig, make_optimizer
@@ -48,7 +48,7 @@ class RLStageConfig:
   template: str = "compact"
   reward_weights: tuple = (("accuracy", 1.0), ("format", 0.2))
   reward_options: tuple = ()           # ((reward name, ((option, value), ...)), ...)
-  advantage_scale: str = "group"       # "group" (GRPO) | "batch" | "none" (Dr.GRPO)
+  advantage_estimator: str = "grpo"    # r1jax.rl.advantages.ADVANTAGE_ESTIMATORS: grpo | batch_std | dr_grpo | rloo
   dynamic_sampling: bool = True        # DAPO: drop zero-variance groups and refill the batch
   max_refills: int = 2                 # extra rollouts per step for dynamic sampling (bounded)
   ref_reset_every: int = 0             # reset the reference to the current policy every N steps (0: never)
@@ -73,8 +73,9 @@ class RLStageConfig:
                        f"divisible by grpo.num_minibatches={self.grpo.num_minibatches}")
     if self.max_refills < 0 or self.ref_reset_every < 0 or self.eval_every < 0:
       raise ValueError("RLStageConfig.max_refills, ref_reset_every and eval_every must be >= 0")
-    if self.advantage_scale not in ("group", "batch", "none"):
-      raise ValueError(f"RLStageConfig.advantage_scale={self.advantage_scale!r}: must be group|batch|none")
+    if self.advantage_estimator not in ADVANTAGE_ESTIMATORS:
+      raise ValueError(f"RLStageConfig.advantage_estimator={self.advantage_estimator!r}: must be one of "
+                       f"{sorted(ADVANTAGE_ESTIMATORS)}")
     from r1jax.rewards import REWARDS
     for name, w in self.reward_weights:
       if name not in REWARDS:
@@ -151,6 +152,7 @@ def run_rl_stage(model_cfg: ModelConfig, sc: RLStageConfig, *, init_variables: d
   options = {name: dict(opts) for name, opts in sc.reward_options}
   tx = make_optimizer(sc.optim)
   update = make_grpo_update(model_cfg, sc.grpo, tx)
+  advantage_fn = get_advantage_fn(sc.advantage_estimator)
   ref_logprobs = make_logprob_fn(model_cfg, sc.grpo.temperature)
   data = prompt_batches(train_examples, tokenizer, template, batch_size=sc.batch_size,
                         max_prompt_len=sc.max_prompt_len, seed=sc.seed)
@@ -207,7 +209,7 @@ def run_rl_stage(model_cfg: ModelConfig, sc: RLStageConfig, *, init_variables: d
         active[n_keep * g:] = 0.0
       else:
         kept = _select_groups(kept, np.arange(sc.batch_size), g)
-      adv = np.asarray(group_advantages(jnp.asarray(kept["rewards"]), g, scale=sc.advantage_scale))
+      adv = np.asarray(advantage_fn(jnp.asarray(kept["rewards"]), g))
 
       t1 = time.time()
       train_batch = _train_batch(kept, adv, active)

@@ -26,6 +26,7 @@ from r1jax.model.config import ModelConfig
 from r1jax.model.transformer import sequence_logprobs
 from r1jax.rl.losses import AGGREGATIONS, KL_ESTIMATORS, grpo_loss
 from r1jax.sharding.mesh import mesh_rules
+from r1jax.train.losses import add_balance_loss
 from r1jax.train.step import make_update
 
 
@@ -78,10 +79,7 @@ def grpo_objective(cfg: ModelConfig, rl: GRPOConfig):
         epsilon_low=rl.epsilon_low, epsilon_high=rl.epsilon_high, beta=rl.beta, kl_estimator=rl.kl_estimator,
         aggregation=rl.aggregation, ratio_level=rl.ratio_level, max_len=rl.max_len or n,
         clip_ratio_c=rl.clip_ratio_c)
-    if rl.balance_loss_coef and aux:
-      balance = aux["balance_loss"].sum()
-      loss = loss + rl.balance_loss_coef * balance
-      metrics = {**metrics, "balance_loss": balance}
+    loss, metrics = add_balance_loss(loss, metrics, aux, rl.balance_loss_coef)
     return loss, (metrics, aux)
 
   return loss_fn

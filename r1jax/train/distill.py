@@ -19,8 +19,8 @@ import jax
 import optax
 
 from r1jax.model.config import ModelConfig
-from r1jax.train.lm import LMConfig, add_balance_loss, lm_objective, packed_forward
-from r1jax.train.losses import distill_loss, lm_loss
+from r1jax.train.lm import LMConfig, lm_objective, packed_forward
+from r1jax.train.losses import add_balance_loss, distill_loss, lm_loss
 from r1jax.train.step import make_update
 
 
@@ -76,7 +76,7 @@ def distill_objective(cfg: ModelConfig, lm: LMConfig, dc: DistillConfig):
     loss = (1.0 - dc.kd_weight) * ce + dc.kd_weight * kl
     metrics = {**ce_metrics, "ce": ce, "kd_kl": kl, "top1_agreement": kl_metrics["top1_agreement"],
                "teacher_topk_mass": kl_metrics["teacher_topk_mass"]}
-    loss, metrics = add_balance_loss(loss, metrics, out.aux, lm)
+    loss, metrics = add_balance_loss(loss, metrics, out.aux, lm.balance_loss_coef)
     return loss, (metrics, out.aux)
 
   return loss_fn

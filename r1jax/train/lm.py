@@ -13,7 +13,7 @@ import optax
 
 from r1jax.model.config import ModelConfig
 from r1jax.model.transformer import apply_model
-from r1jax.train.losses import lm_loss
+from r1jax.train.losses import add_balance_loss, lm_loss
 from r1jax.train.step import make_update
 
 
@@ -36,22 +36,13 @@ def packed_forward(cfg: ModelConfig, variables, batch):
                      segment_ids=segment_ids)
 
 
-def add_balance_loss(loss, metrics: dict, aux, lm: LMConfig):
-  """Adds the sequence-wise MoE balance loss (alpha = lm.balance_loss_coef) when the model has one."""
-  if aux and lm.balance_loss_coef:
-    balance = aux["balance_loss"].sum()
-    loss = loss + lm.balance_loss_coef * balance
-    metrics["balance_loss"] = balance
-  return loss, metrics
-
-
 def lm_objective(cfg: ModelConfig, lm: LMConfig):
   """loss_fn(variables, batch) -> (loss, (metrics, aux)) for make_update."""
 
   def loss_fn(variables, batch):
     out = packed_forward(cfg, variables, batch)
     loss, metrics = lm_loss(out.logits, batch["targets"], batch["loss_mask"])
-    loss, metrics = add_balance_loss(loss, dict(metrics), out.aux, lm)
+    loss, metrics = add_balance_loss(loss, metrics, out.aux, lm.balance_loss_coef)
     return loss, (metrics, out.aux)
 
   return loss_fn

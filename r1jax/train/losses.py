@@ -117,3 +117,12 @@ def distill_loss(
       "top1_agreement": _masked_mean(agree_st, valid_st),
   }
   return loss, metrics
+
+
+def add_balance_loss(loss: jax.Array, metrics: dict, aux, coef: float):
+  """(loss + coef * the MoE layers' sequence-wise balance loss, metrics with it) when coef > 0 and the model
+  reports one in `aux` (DeepSeek-V3's complementary balance loss; alpha = 1e-4 there); else unchanged."""
+  if not coef or not aux:
+    return loss, metrics
+  balance = aux["balance_loss"].sum()
+  return loss + coef * balance, {**metrics, "balance_loss": balance}

@@ -114,6 +114,29 @@ def test_dynamic_sampling_drops_zero_variance_groups_and_terminates(tmp_path, mo
         assert np.abs(adv[rows]).max() > 0
 
 
+@pytest.mark.parametrize("estimator", ["rloo", "dr_grpo"])
+def test_the_advantage_estimator_is_the_configured_one(tmp_path, monkeypatch, estimator):
+  import r1jax.rl.loop as loop
+  from r1jax.rl import advantages
+  real_rollout, real_train_batch, seen = loop._rollout, loop._train_batch, []
+
+  def rollout(*args):                  # rewards with variance in every group (a tiny random model has none)
+    r = real_rollout(*args)
+    r["rewards"] = (np.arange(len(r["rewards"])) % 3).astype(np.float32)
+    return r
+
+  def train_batch(kept, adv, active):
+    seen.append((np.asarray(kept["rewards"]), np.asarray(adv)))
+    return real_train_batch(kept, adv, active)
+
+  monkeypatch.setattr(loop, "_rollout", rollout)
+  monkeypatch.setattr(loop, "_train_batch", train_batch)
+  setup.run(str(tmp_path), 1, advantage_estimator=estimator)
+  (rewards, adv), = seen
+  np.testing.assert_allclose(adv, advantages.ADVANTAGE_ESTIMATORS[estimator](rewards, 4), rtol=1e-6, atol=1e-7)
+  assert not np.allclose(adv, advantages.group_advantages(rewards, 4), atol=1e-3)   # not GRPO's
+
+
 def test_select_groups_keeps_whole_groups():
   r = {"rewards": np.arange(8.0), "texts": list("abcdefgh"), "parts": {"accuracy": np.arange(8.0)}}
   out = _select_groups(r, np.array([1]), 4)
@@ -127,6 +150,7 @@ def test_select_groups_keeps_whole_groups():
     (dict(unknown_knob=3), "config.rl: unknown key(s) ['unknown_knob']"),
     (dict(grpo=dict(beta=-1.0)), "config.rl.grpo: GRPOConfig.beta=-1.0"),
     (dict(grpo=dict(kl_estimator="k9")), "GRPOConfig.kl_estimator='k9'"),
+    (dict(advantage_estimator="ppo"), "RLStageConfig.advantage_estimator='ppo': must be one of"),
     (dict(reward_weights=(("acuracy", 1.0),)), "unknown reward 'acuracy'"),
     (dict(optim=dict(learning_rate=-1.0)), "OptimConfig.learning_rate=-1.0"),
 ])
