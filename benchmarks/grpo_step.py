@@ -4,7 +4,7 @@
 
 8 prompts x G=8, up to 64 new tokens at temperature 1.0, beta 0.04, one update per rollout, random
 weights (so nearly every completion runs the full 64 tokens). Runs the real RL stage
-(r1jax.rl.loop.run_rl_stage) and reads its per-phase timings; the first step (compilation) is excluded.
+(r1jax.stages.grpo.run_rl_stage) and reads its per-phase timings; the first step (compilation) is excluded.
 The figure has no same-run reference yet: compare it with a PyTorch trainer (TRL's GRPOTrainer) run on
 the same machine, model and settings.
 """
@@ -22,7 +22,7 @@ from benchmarks.common import emit, matmul_peak_flops, peak_rss_mb
 from r1jax.config_utils import build
 from r1jax.data import tasks
 from r1jax.model import ModelConfig, init_params
-from r1jax.rl.loop import RLStageConfig, run_rl_stage
+from r1jax.stages.grpo import RLStageConfig, run_rl_stage
 from r1jax.testing import FakeTokenizer
 
 def main():

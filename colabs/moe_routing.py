@@ -122,9 +122,9 @@ from r1jax.data import SentencePieceTokenizer, get_template, tasks
 from r1jax.data.corpora import addition_corpus
 from r1jax.model import ModelConfig
 from r1jax.model.transformer import apply_model
+from r1jax.stages.lm import LMStageConfig, run_lm_stage
 from r1jax.train.lm import LMConfig
 from r1jax.train.optim import OptimConfig
-from r1jax.train.stage import LMStageConfig, run_lm_stage
 
 logging.set_verbosity(logging.WARNING)   # Orbax logs every save at INFO
 os.makedirs(WORKDIR, exist_ok=True)

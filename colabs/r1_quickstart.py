@@ -130,7 +130,7 @@ result = run(config, WORKDIR)
 # %%
 import matplotlib.pyplot as plt
 
-from r1jax.train.writers import MetricsWriter
+from r1jax.stages.writers import MetricsWriter
 
 fig, axes = plt.subplots(1, 4, figsize=(15, 3))
 for stage in ("r1_zero", "rl2"):

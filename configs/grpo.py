@@ -22,5 +22,5 @@ def get_config(arg: str | None = None):
   c.task = base.task.to_dict()                  # r1jax.data.tasks.get(name, **rest)
   c.num_train_problems = base.num_train_problems
   c.num_eval_problems = 40 if runlocal else 200  # held out: evaluated every rl.eval_every steps and at the end
-  c.rl = base.rl.to_dict()                      # r1jax.rl.loop.RLStageConfig
+  c.rl = base.rl.to_dict()                      # r1jax.stages.grpo.RLStageConfig
   return c

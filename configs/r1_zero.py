@@ -40,7 +40,7 @@ def get_config(arg: str | None = None):
   # Model (r1jax.model.ModelConfig fields; vocab_size is set from the tokenizer).
   c.model = tiny_moe()
 
-  # Pretraining (r1jax.train.stage.LMStageConfig).
+  # Pretraining (r1jax.stages.lm.LMStageConfig).
   c.pretrain = dict(
       num_steps=20 if runlocal else 600, batch_size=16, seq_len=192, log_every=10 if runlocal else 25,
       checkpoint_every=100, template="compact",
@@ -48,7 +48,7 @@ def get_config(arg: str | None = None):
       optim=dict(learning_rate=3e-3, warmup_steps=20, total_steps=20 if runlocal else 600, weight_decay=0.01,
                  end_lr_ratio=0.05))
 
-  # GRPO (r1jax.rl.loop.RLStageConfig).
+  # GRPO (r1jax.stages.grpo.RLStageConfig).
   c.rl = dict(
       num_steps=3 if runlocal else 40, batch_size=8, group_size=8, max_prompt_len=24, max_new_tokens=40,
       template="compact", reward_weights=(("accuracy", 1.0), ("format", 0.2)), dynamic_sampling=True,

@@ -23,7 +23,7 @@ def get_config(arg: str | None = None):
   c.num_problems = 16 if runlocal else 2000
   c.template = "compact"                                 # "Q: {question}\nA: <think>"
 
-  # r1jax.rl.rejection.RejectionConfig. `template` is a reference to c.template: overriding either
+  # r1jax.stages.rejection.RejectionConfig. `template` is a reference to c.template: overriding either
   # changes both, so the prompts sampled and the prompts written for SFT cannot disagree.
   c.rejection = dict(
       num_samples=4 if runlocal else 16, batch_size=8 if runlocal else 64, max_prompt_len=24,

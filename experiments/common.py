@@ -14,9 +14,9 @@ from typing import Any
 from r1jax.checkpoint import is_model, load_model, save_model
 from r1jax.data import SentencePieceTokenizer
 from r1jax.model import ModelConfig
-from r1jax.rl.loop import RLStageConfig, run_rl_stage
-from r1jax.rl.rejection import read_traces
-from r1jax.train.stage import LMStageConfig, run_lm_stage
+from r1jax.stages.grpo import RLStageConfig, run_rl_stage
+from r1jax.stages.rejection import read_traces
+from r1jax.stages.lm import LMStageConfig, run_lm_stage
 
 
 def model_dir(stage_dir: str) -> str:

@@ -16,7 +16,7 @@ from r1jax.checkpoint import load_config
 from r1jax.config_utils import build
 from r1jax.model import ModelConfig
 from r1jax.train.distill import check_compatible
-from r1jax.train.stage import LMStageConfig
+from r1jax.stages.lm import LMStageConfig
 
 
 def validate(c, vocab_size: int = 64):

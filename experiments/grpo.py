@@ -16,7 +16,7 @@ from experiments import common
 from r1jax.checkpoint import is_model
 from r1jax.config_utils import build
 from r1jax.data import tasks
-from r1jax.rl.loop import RLStageConfig
+from r1jax.stages.grpo import RLStageConfig
 
 
 def validate(c):

@@ -34,10 +34,10 @@ from r1jax.data.corpora import addition_corpus
 from r1jax.eval import EvalConfig
 from r1jax.eval.report import eval_table, plot_curves
 from r1jax.model import ModelConfig
-from r1jax.rl.loop import RLStageConfig
-from r1jax.rl.rejection import RejectionConfig, rejection_sample
-from r1jax.train.stage import LMStageConfig
-from r1jax.train.writers import MetricsWriter
+from r1jax.stages.grpo import RLStageConfig
+from r1jax.stages.rejection import RejectionConfig, rejection_sample
+from r1jax.stages.lm import LMStageConfig
+from r1jax.stages.writers import MetricsWriter
 
 
 LM_STAGES = ("pretrain", "sft_cold", "sft_r1", "student_pretrain", "distill")

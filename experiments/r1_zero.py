@@ -24,9 +24,9 @@ from r1jax.data.corpora import addition_corpus
 from r1jax.eval import EvalConfig, evaluate
 from r1jax.eval.report import markdown_table, plot_curves
 from r1jax.model import ModelConfig
-from r1jax.rl.loop import RLStageConfig, run_rl_stage
-from r1jax.train.stage import LMStageConfig, run_lm_stage
-from r1jax.train.writers import MetricsWriter
+from r1jax.stages.grpo import RLStageConfig, run_rl_stage
+from r1jax.stages.lm import LMStageConfig, run_lm_stage
+from r1jax.stages.writers import MetricsWriter
 
 def _define_flags():
   """Defined only when run as a script, so that other experiments can import this module."""

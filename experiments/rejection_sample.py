@@ -18,7 +18,7 @@ from r1jax.checkpoint import load_config, load_model
 from r1jax.config_utils import ConfigFieldError, build
 from r1jax.data import SentencePieceTokenizer
 from r1jax.data import tasks
-from r1jax.rl.rejection import RejectionConfig, rejection_sample
+from r1jax.stages.rejection import RejectionConfig, rejection_sample
 
 def _define_flags():
   """Defined only when run as a script, so that other experiments can import this module."""
@@ -44,7 +44,7 @@ def validate(c):
 
 
 def run(c, model_dir: str, tokenizer_path: str, out_path: str) -> dict:
-  """Samples, filters and writes the traces; returns the stats (see r1jax.rl.rejection.rejection_sample)."""
+  """Samples, filters and writes the traces; returns the stats (see r1jax.stages.rejection.rejection_sample)."""
   rc, task = validate(c)
   examples = list(task.examples(c.split, seed=c.seed, num=c.num_problems))
   tok = SentencePieceTokenizer.load(tokenizer_path)

@@ -15,7 +15,7 @@ from experiments import common
 from r1jax.checkpoint import load_config
 from r1jax.config_utils import build
 from r1jax.model import ModelConfig
-from r1jax.train.stage import LMStageConfig
+from r1jax.stages.lm import LMStageConfig
 
 
 def validate(c, vocab_size: int = 64):

@@ -1,8 +1,8 @@
-"""GRPO: pure advantage and loss functions (this package's math); the sharded update step and the
-RL stage build on them.
+"""GRPO: pure advantage and loss functions (this package's math) and the sharded update step.
 
 `import r1jax.rl` also brings the jitted update (r1jax.rl.step), which depends on r1jax.model and
-r1jax.train.step; the RL stage (the loop with sampling and rewards) lives in r1jax.rl.loop.
+r1jax.train.step. The RL stage that drives it (sampling, rewards, checkpoints, resume) is
+r1jax.stages.grpo; rejection sampling is r1jax.stages.rejection.
 """
 from r1jax.rl.advantages import ADVANTAGE_ESTIMATORS
 from r1jax.rl.advantages import get_advantage_fn

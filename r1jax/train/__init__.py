@@ -1,6 +1,7 @@
-"""Supervised training: LM / SFT loss, step and stage (pretraining, cold-start SFT, distillation).
+"""Supervised training: LM / SFT and distillation losses, the update step, the optimizer and TrainState.
 
-The pure losses live in `r1jax.train.losses`; steps and stages build on them.
+The pure losses live in `r1jax.train.losses`; the jitted steps build on them. The LM stage that drives
+them (pretraining, SFT, distillation: data, checkpoints, resume, metrics) is r1jax.stages.lm.
 """
 from r1jax.train.losses import distill_loss
 from r1jax.train.losses import lm_loss

@@ -15,7 +15,7 @@ from r1jax.data import SentencePieceTokenizer, tasks
 from r1jax.data.jsonl import JsonlError
 from r1jax.model import init_params
 from r1jax.testing import tiny_model_config
-import r1jax.train.stage as stage
+import r1jax.stages.lm as stage
 
 
 @pytest.fixture(scope="module")

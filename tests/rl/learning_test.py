@@ -37,11 +37,11 @@ import pytest
 
 from r1jax.eval.evaluate import EvalConfig, evaluate
 from r1jax.model import ModelConfig, init_params
-from r1jax.rl.loop import RLStageConfig, run_rl_stage
+from r1jax.stages.grpo import RLStageConfig, run_rl_stage
 from r1jax.rl.step import GRPOConfig
 from r1jax.testing import FakeTokenizer
 from r1jax.train.optim import OptimConfig
-from r1jax.train.stage import LMStageConfig, run_lm_stage
+from r1jax.stages.lm import LMStageConfig, run_lm_stage
 
 MODEL = ModelConfig.preset("tiny")
 TOKENIZER = FakeTokenizer(vocab_size=64)

@@ -7,7 +7,7 @@ from r1jax.data.pipeline import packed_lm_batches
 from r1jax.model import ModelConfig, forward, init_params
 from r1jax.model.transformer import apply_model
 from r1jax.testing import FakeTokenizer
-from r1jax.train import stage
+from r1jax.stages import lm
 from r1jax.train.distill import DistillConfig, distill_objective, make_teacher_topk
 from r1jax.train.lm import LMConfig
 
@@ -58,13 +58,13 @@ def test_teacher_topk_and_objective_match_numpy():
 
 def test_distill_stage_pulls_student_towards_teacher(tmp_path):
   t_vars = init_params(TEACHER, jax.random.key(0))
-  sc = stage.LMStageConfig(num_steps=30, batch_size=4, seq_len=32, log_every=1, checkpoint_every=30,
-                           distill=DistillConfig(top_k=8, kd_weight=1.0),
-                           optim=stage.OptimConfig(learning_rate=3e-3, warmup_steps=0, total_steps=30))
+  sc = lm.LMStageConfig(num_steps=30, batch_size=4, seq_len=32, log_every=1, checkpoint_every=30,
+                        distill=DistillConfig(top_k=8, kd_weight=1.0),
+                        optim=lm.OptimConfig(learning_rate=3e-3, warmup_steps=0, total_steps=30))
   s0 = init_params(STUDENT, jax.random.key(1))
-  s_vars = stage.run_lm_stage(STUDENT, sc, examples=TEXTS, tokenizer=FakeTokenizer(vocab_size=64),
-                              workdir=str(tmp_path), init_variables=s0, teacher=(TEACHER, t_vars), verbose=False)
-  from r1jax.train.writers import MetricsWriter
+  s_vars = lm.run_lm_stage(STUDENT, sc, examples=TEXTS, tokenizer=FakeTokenizer(vocab_size=64),
+                           workdir=str(tmp_path), init_variables=s0, teacher=(TEACHER, t_vars), verbose=False)
+  from r1jax.stages.writers import MetricsWriter
   recs = MetricsWriter(str(tmp_path / "metrics.jsonl")).read("train")
   assert recs[-1]["kd_kl"] < 0.7 * recs[0]["kd_kl"], [r["kd_kl"] for r in recs]
   # On another batch the top-k KL to the teacher fell as well.
@@ -79,9 +79,9 @@ def test_distill_config_errors(tmp_path):
     DistillConfig(kd_weight=1.5)
   with pytest.raises(ValueError, match="DistillConfig.top_k=-1"):
     DistillConfig(top_k=-1)
-  sc = stage.LMStageConfig(num_steps=1, distill=DistillConfig(top_k=4))
+  sc = lm.LMStageConfig(num_steps=1, distill=DistillConfig(top_k=4))
   with pytest.raises(ValueError, match="needs a teacher"):
-    stage.run_lm_stage(STUDENT, sc, examples=TEXTS, tokenizer=FakeTokenizer(vocab_size=64), workdir=str(tmp_path))
+    lm.run_lm_stage(STUDENT, sc, examples=TEXTS, tokenizer=FakeTokenizer(vocab_size=64), workdir=str(tmp_path))
   with pytest.raises(ValueError, match="shared tokenizer"):
-    stage.run_lm_stage(STUDENT, sc, examples=TEXTS, tokenizer=FakeTokenizer(vocab_size=64), workdir=str(tmp_path),
-                       teacher=(TEACHER.replace(vocab_size=80), None))
+    lm.run_lm_stage(STUDENT, sc, examples=TEXTS, tokenizer=FakeTokenizer(vocab_size=64), workdir=str(tmp_path),
+                    teacher=(TEACHER.replace(vocab_size=80), None))

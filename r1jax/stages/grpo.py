@@ -29,11 +29,11 @@ from r1jax.rewards import combine
 from r1jax.rl.advantages import ADVANTAGE_ESTIMATORS, get_advantage_fn, zero_variance_groups
 from r1jax.rl.step import GRPOConfig, grpo_update_rollout, make_grpo_update, make_logprob_fn
 from r1jax.sampling import sample
+from r1jax.stages.state import from_state_dict, state_dict
+from r1jax.stages.writers import MetricsWriter, Preemption, finish_saves
 from r1jax.train.optim import OptimConfig, make_optimizer
-from r1jax.train.stage import _from_state_dict, _state_dict
 from r1jax.train.state import create_train_state
 from r1jax.train.step import check_finite
-from r1jax.train.writers import MetricsWriter, Preemption, finish_saves
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,10 +167,10 @@ def run_rl_stage(model_cfg: ModelConfig, sc: RLStageConfig, *, init_variables: d
   ref = _copy({"params": state.params, "router_bias": state.router_bias})   # update donates the state
   start = ckpt.latest_step()
   if start is not None:
-    template_tree = {"state": _state_dict(state), "ref": ref}
+    template_tree = {"state": state_dict(state), "ref": ref}
     target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), template_tree)
     restored, _ = ckpt.restore(start, target=target, data_iter=data if start < sc.num_steps else None)
-    state, ref = _from_state_dict(restored["state"]), restored["ref"]
+    state, ref = from_state_dict(restored["state"]), restored["ref"]
     writer.truncate_after(start)
   step = start if start is not None else 0     # RL steps (one rollout each), not optimizer updates
 
@@ -254,7 +254,7 @@ def run_rl_stage(model_cfg: ModelConfig, sc: RLStageConfig, *, init_variables: d
         rep = evaluate(model_cfg, state.variables(), tokenizer, eval_examples, sc.eval, template=sc.template)
         writer.write(step, {k: v for k, v in rep.items() if k != "samples"}, kind="eval")
       if step % sc.checkpoint_every == 0 or step == sc.num_steps or preempt.requested:
-        ckpt.save(step, {"state": _state_dict(state), "ref": ref}, data_iter=data, metadata={"stage": "rl"},
+        ckpt.save(step, {"state": state_dict(state), "ref": ref}, data_iter=data, metadata={"stage": "rl"},
                   force=True)
       if preempt.requested:
         break

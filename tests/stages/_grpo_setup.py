@@ -1,6 +1,6 @@
-"""A tiny RL stage shared by rl_stage_test.py and its subprocess worker (kill/resume tests).
+"""A tiny RL stage shared by grpo_test.py and its subprocess worker (kill/resume tests).
 
-Run as a script: python tests/rl/_rl_stage_setup.py WORKDIR NUM_STEPS
+Run as a script: python tests/stages/_grpo_setup.py WORKDIR NUM_STEPS
 """
 import os
 import sys
@@ -10,7 +10,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 from r1jax.config_utils import build  # noqa: E402
 from r1jax.data import tasks  # noqa: E402
 from r1jax.model import ModelConfig, init_params  # noqa: E402
-from r1jax.rl.loop import RLStageConfig, run_rl_stage  # noqa: E402
+from r1jax.stages.grpo import RLStageConfig, run_rl_stage  # noqa: E402
 from r1jax.testing import FakeTokenizer  # noqa: E402
 
 import jax  # noqa: E402

@@ -12,12 +12,12 @@ import pytest
 
 from r1jax.checkpoint import CheckpointManager
 from r1jax.config_utils import ConfigFieldError, build
-from r1jax.rl.loop import RLStageConfig, _select_groups
+from r1jax.stages.grpo import RLStageConfig, _select_groups
 
 sys.path.insert(0, os.path.dirname(__file__))
-import _rl_stage_setup as setup  # noqa: E402
+import _grpo_setup as setup  # noqa: E402
 
-WORKER = os.path.join(os.path.dirname(__file__), "_rl_stage_setup.py")
+WORKER = os.path.join(os.path.dirname(__file__), "_grpo_setup.py")
 
 
 def _metrics(workdir):
@@ -90,9 +90,9 @@ def test_sigterm_leaves_a_restorable_checkpoint(tmp_path):
 
 
 def test_dynamic_sampling_drops_zero_variance_groups_and_terminates(tmp_path, monkeypatch):
-  import r1jax.rl.loop as loop
+  from r1jax.stages import grpo
   trained_rewards = []
-  real_update = loop.grpo_update_rollout
+  real_update = grpo.grpo_update_rollout
 
   def spy(update, state, batch, rl, rng=None):
     active = np.asarray(batch["completion_mask"]).sum(-1) > 0
@@ -100,7 +100,7 @@ def test_dynamic_sampling_drops_zero_variance_groups_and_terminates(tmp_path, mo
     trained_rewards.append((active, adv))
     return real_update(update, state, batch, rl, rng)
 
-  monkeypatch.setattr(loop, "grpo_update_rollout", spy)
+  monkeypatch.setattr(grpo, "grpo_update_rollout", spy)
   setup.run(str(tmp_path), 2, dynamic_sampling=True, max_refills=2)
   recs = _metrics(str(tmp_path))
   assert len(recs) == 2                                     # terminated: bounded refills
@@ -116,9 +116,9 @@ def test_dynamic_sampling_drops_zero_variance_groups_and_terminates(tmp_path, mo
 
 @pytest.mark.parametrize("estimator", ["rloo", "dr_grpo"])
 def test_the_advantage_estimator_is_the_configured_one(tmp_path, monkeypatch, estimator):
-  import r1jax.rl.loop as loop
+  from r1jax.stages import grpo
   from r1jax.rl import advantages
-  real_rollout, real_train_batch, seen = loop._rollout, loop._train_batch, []
+  real_rollout, real_train_batch, seen = grpo._rollout, grpo._train_batch, []
 
   def rollout(*args):                  # rewards with variance in every group (a tiny random model has none)
     r = real_rollout(*args)
@@ -129,8 +129,8 @@ def test_the_advantage_estimator_is_the_configured_one(tmp_path, monkeypatch, es
     seen.append((np.asarray(kept["rewards"]), np.asarray(adv)))
     return real_train_batch(kept, adv, active)
 
-  monkeypatch.setattr(loop, "_rollout", rollout)
-  monkeypatch.setattr(loop, "_train_batch", train_batch)
+  monkeypatch.setattr(grpo, "_rollout", rollout)
+  monkeypatch.setattr(grpo, "_train_batch", train_batch)
   setup.run(str(tmp_path), 1, advantage_estimator=estimator)
   (rewards, adv), = seen
   np.testing.assert_allclose(adv, advantages.ADVANTAGE_ESTIMATORS[estimator](rewards, 4), rtol=1e-6, atol=1e-7)

@@ -21,12 +21,13 @@ from r1jax.data.pipeline import packed_lm_batches
 from r1jax.model.config import ModelConfig
 from r1jax.model.transformer import init_params
 from r1jax.sharding.mesh import batch_sharding
+from r1jax.stages.state import from_state_dict, state_dict
+from r1jax.stages.writers import MetricsWriter, Preemption, finish_saves
 from r1jax.train.distill import DistillConfig, check_compatible, make_distill_update, make_teacher_topk
 from r1jax.train.lm import LMConfig
 from r1jax.train.optim import OptimConfig, make_optimizer
-from r1jax.train.state import TrainState, create_train_state
+from r1jax.train.state import create_train_state
 from r1jax.train.step import check_finite
-from r1jax.train.writers import MetricsWriter, Preemption, finish_saves
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,15 +48,6 @@ class LMStageConfig:
     for name in ("num_steps", "batch_size", "seq_len", "log_every", "checkpoint_every", "keep"):
       if getattr(self, name) < 1:
         raise ValueError(f"LMStageConfig.{name}={getattr(self, name)!r}: must be >= 1")
-
-
-def _state_dict(state: TrainState) -> dict:
-  return {"step": state.step, "params": state.params, "router_bias": state.router_bias,
-          "opt_state": state.opt_state}
-
-
-def _from_state_dict(d: dict) -> TrainState:
-  return TrainState(step=d["step"], params=d["params"], router_bias=d["router_bias"], opt_state=d["opt_state"])
 
 
 def device_batch(batch: dict, mesh=None) -> dict:
@@ -106,9 +98,9 @@ def run_lm_stage(model_cfg: ModelConfig, sc: LMStageConfig, *, examples: Any, to
   start = ckpt.latest_step()
   if start is not None:
     target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
-                          _state_dict(state))
+                          state_dict(state))
     restored, _ = ckpt.restore(start, target=target, data_iter=data if start < sc.num_steps else None)
-    state = _from_state_dict(restored)
+    state = from_state_dict(restored)
     writer.truncate_after(start)
   step = int(state.step)
 
@@ -130,7 +122,7 @@ def run_lm_stage(model_cfg: ModelConfig, sc: LMStageConfig, *, examples: Any, to
         writer.write(step, metrics)
       # --- checkpoint
       if step % sc.checkpoint_every == 0 or step == sc.num_steps or preempt.requested:
-        ckpt.save(step, _state_dict(state), data_iter=data, metadata={"stage": "lm"}, force=True)
+        ckpt.save(step, state_dict(state), data_iter=data, metadata={"stage": "lm"}, force=True)
       if preempt.requested:
         break
   preempt.exit_if_requested("lm", step)

@@ -21,8 +21,8 @@ from r1jax.data import SentencePieceTokenizer, get_template, response_prefix, ta
 from r1jax.data.jsonl import JsonlError
 from r1jax.model import init_params
 from r1jax.rewards import combine
-from r1jax.rl import rejection
-from r1jax.rl.rejection import RejectionConfig, read_traces, rejection_sample, select
+from r1jax.stages import rejection
+from r1jax.stages.rejection import RejectionConfig, read_traces, rejection_sample, select
 from r1jax.sampling import SampleOutput
 from r1jax.testing import FakeTokenizer, tiny_model_config
 

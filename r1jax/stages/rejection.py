@@ -7,7 +7,7 @@
 This is the stage between R1-Zero and round-2 SFT in DeepSeek-R1: the RL checkpoint answers every
 prompt K times, the same rule rewards that trained it judge the answers, and the correct,
 well-formatted, distinct ones become SFT data. Each JSONL record's `prompt`/`completion` pair is what
-`r1jax.train.stage.run_lm_stage` trains on with a completion-only loss: `prompt` is the rendered
+`r1jax.stages.lm.run_lm_stage` trains on with a completion-only loss: `prompt` is the rendered
 template (for "compact" it ends in "<think>", which the completion therefore does not repeat) and
 `completion` is the decoded generation. The stop token decodes to "" (eos) and the SFT pipeline
 appends eos itself, so bos + prompt + completion + eos is the sequence the model produced, as text (the
