@@ -16,7 +16,8 @@
 # %% [markdown]
 # # The DeepSeek-R1 pipeline on a CPU runtime
 #
-# This notebook runs r1jax's whole R1 pipeline (`experiments/r1_pipeline.py`) at toy scale:
+# This notebook runs r1jax's whole R1 pipeline (`r1jax.stages.pipeline`, what `experiments/r1_pipeline.py`
+# runs) at toy scale:
 #
 # 1. **pretrain** a tiny DeepSeek-V3-style MoE on 2-digit addition. The corpus mixes a worked
 #    column-by-column solution inside `<think>` (rarer) with a direct answer that forgets to carry, and
@@ -54,8 +55,8 @@ WORKDIR = "/tmp/r1jax_quickstart"
 # Installs r1jax where this kernel cannot import it (a fresh runtime), or from R1JAX_SOURCE when that is
 # set and r1jax is not imported yet (a restarted runtime installs the source again). It is a plain, not
 # an editable, `pip install <checkout>[notebooks]` into this interpreter: an editable install is only
-# importable after the interpreter restarts, a plain one right away. The pipeline's configs/ and
-# experiments/ packages are not part of the library, so the checkout also goes on sys.path.
+# importable after the interpreter restarts, a plain one right away. The pipeline's configs/ package is
+# not part of the library, so the checkout also goes on sys.path.
 import importlib
 import importlib.util
 import os
@@ -106,8 +107,7 @@ if not os.path.isfile(os.path.join(checkout, "configs", "r1_pipeline.py")):
   raise FileNotFoundError(f"{checkout} has no configs/r1_pipeline.py: set R1JAX_SOURCE to an r1jax checkout")
 if checkout not in sys.path:
   sys.path.insert(0, checkout)
-print(f"r1jax {r1jax.__version__} from {os.path.dirname(r1jax.__file__)}; configs/ and experiments/ "
-      f"from {checkout}")
+print(f"r1jax {r1jax.__version__} from {os.path.dirname(r1jax.__file__)}; configs/ from {checkout}")
 
 # %%
 import json
@@ -115,7 +115,7 @@ import json
 from absl import logging
 
 from configs import r1_pipeline
-from experiments.r1_pipeline import run
+from r1jax.stages.pipeline import run
 
 logging.set_verbosity(logging.WARNING)
 config = r1_pipeline.get_config(SETTING)

@@ -4,45 +4,23 @@
         --teacher=TEACHER_DIR [--student_init=MODEL_DIR] --workdir=DIR
 
 The student trains on the traces with a completion-only loss; with `distill.distill.top_k > 0` the loss
-mixes in the KL to the teacher's top-k next-token distribution, computed on the same packed batch.
+mixes in the KL to the teacher's top-k next-token distribution, computed on the same packed batch. The
+job itself is r1jax.stages.standalone.run_distill.
 """
 from __future__ import annotations
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from experiments import common
-from r1jax.checkpoint import load_config
-from r1jax.config_utils import build
-from r1jax.model import ModelConfig
-from r1jax.train.distill import check_compatible
-from r1jax.stages.lm import LMStageConfig
-
-
-def validate(c, vocab_size: int = 64):
-  return build(ModelConfig, {**c.student.to_dict(), "vocab_size": vocab_size}, "config.student"), \
-      build(LMStageConfig, c.distill, "config.distill")
-
-
-def run(c, data_paths, tokenizer_path: str, teacher: str, workdir: str, student_init: str | None = None) -> str:
-  """Returns the exported student directory."""
-  validate(c)                                                      # fail fast, before any work
-  teacher_cfg = load_config(teacher)
-  tok = common.tokenizer(tokenizer_path)
-  data = common.sft_data(data_paths)
-  student_cfg, sc = validate(c, teacher_cfg.vocab_size)
-  if student_init:
-    student_cfg = load_config(student_init)
-  check_compatible(student_cfg, teacher_cfg)
-  return common.lm_stage(workdir, student_cfg, sc, data, tok, init=student_init or None, teacher=teacher,
-                         metadata={"stage": "distill"})
+from r1jax.stages import standalone
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   f = flags.FLAGS
-  print(run(f.config, f.data.split(","), f.tokenizer, f.teacher, f.workdir, student_init=f.student_init))
+  print(standalone.run_distill(f.config, f.data.split(","), f.tokenizer, f.teacher, f.workdir,
+                               student_init=f.student_init))
 
 
 if __name__ == "__main__":

@@ -4,108 +4,27 @@
 
 Each stage resumes from its checkpoints and skips finished work, so rerunning the same command after a
 kill (or SIGTERM) continues where it stopped. Writes to the workdir: tokenizer.model, pretrain/, rl/,
-eval_base.json, eval_final.json, curves.png, report.md.
+eval_base.json, eval_final.json, curves.png, report.md. The run itself is r1jax.stages.r1_zero.run.
 """
 from __future__ import annotations
-
-import json
-import os
-import time
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from experiments import common
-from r1jax.config_utils import build
-from r1jax.data import get_template
-from r1jax.data.jsonl import write_json
-from r1jax.data import tasks
-from r1jax.data.corpora import addition_corpus
-from r1jax.eval import EvalConfig, evaluate
-from r1jax.eval.report import markdown_table, plot_curves
-from r1jax.model import ModelConfig
-from r1jax.stages.grpo import RLStageConfig, run_rl_stage
-from r1jax.stages.lm import LMStageConfig, run_lm_stage
-from r1jax.stages.writers import MetricsWriter
+from r1jax.stages import r1_zero
+
 
 def _define_flags():
-  """Defined only when run as a script, so that other experiments can import this module."""
+  """Defined only when run as a script, so that importing this module defines no flags."""
   config_flags.DEFINE_config_file("config", None, "Experiment config (configs/r1_zero.py).",
                                   lock_config=True)
   flags.DEFINE_string("workdir", None, "Output directory (resumed if it exists).")
 
 
-def validate(c, vocab_size: int = 64):
-  """Builds every section's dataclass: any bad field fails here, before data, tokenizer or compilation."""
-  model = build(ModelConfig, {**c.model.to_dict(), "vocab_size": vocab_size}, "config.model")
-  return model, build(LMStageConfig, c.pretrain, "config.pretrain"), build(RLStageConfig, c.rl, "config.rl"), \
-      build(EvalConfig, c.eval, "config.eval")
-
-
-def _eval(path, cfg, variables, tok, examples, ec, template):
-  if os.path.exists(path):
-    with open(path) as f:
-      return json.load(f)
-  rep = evaluate(cfg, variables, tok, examples, ec, template=template)
-  write_json(path, rep)
-  return rep
-
-
-def run(c, workdir: str) -> dict:
-  t0 = time.time()
-  os.makedirs(workdir, exist_ok=True)
-  validate(c)                                                          # fail fast, before any work
-  task = tasks.get(c.task.name, **{k: v for k, v in c.task.items() if k != "name"})
-  train = list(task.examples("train", seed=c.seed, num=c.num_train_problems))
-  test = list(task.examples("test", seed=c.seed, num=c.num_eval_problems))
-  template = get_template(c.template)
-  corpus = addition_corpus(train, template, modes=dict(c.corpus_modes), seed=c.seed)
-  tok = common.tokenizer(os.path.join(workdir, "tokenizer.model"), [r["prompt"] + r["completion"] for r in corpus],
-                        **c.tokenizer)
-  model_cfg, pre_cfg, rl_cfg, ec = validate(c, tok.vocab_size)
-
-  # Stage 1: pretraining (completion-only loss on the mixed-mode corpus).
-  base = run_lm_stage(model_cfg, pre_cfg, examples=[{"prompt": r["prompt"], "completion": r["completion"]}
-                                                   for r in corpus],
-                      tokenizer=tok, workdir=os.path.join(workdir, "pretrain"))
-  t_pre = time.time() - t0
-  base_rep = _eval(os.path.join(workdir, "eval_base.json"), model_cfg, base, tok, test, ec, c.template)
-
-  # Stage 2: GRPO from the base with accuracy + format rewards only.
-  t1 = time.time()
-  final = run_rl_stage(model_cfg, rl_cfg, init_variables=base, tokenizer=tok, train_examples=train,
-                       eval_examples=test, workdir=os.path.join(workdir, "rl"))
-  t_rl = time.time() - t1
-  final_rep = _eval(os.path.join(workdir, "eval_final.json"), model_cfg, final, tok, test, ec, c.template)
-
-  # Report.
-  records = MetricsWriter(os.path.join(workdir, "rl", "metrics.jsonl")).read("train")
-  plot_curves(records, ["reward", "accuracy", "format", "length", "kl"], os.path.join(workdir, "curves.png"),
-              title="R1-Zero GRPO (training rollouts)")
-  cols = ["pass@1_greedy", "pass@1_sampled", f"pass@{ec.num_samples}", "format_greedy", "format_sampled",
-          "length_sampled"]
-  table = markdown_table({"base (pretrained)": base_rep, "R1-Zero (after GRPO)": final_rep}, cols,
-                         percent=[c_ for c_ in cols if not c_.startswith("length")])
-  q = base_rep["samples"][0]
-  after = final_rep["samples"][0]
-  report = "\n".join([
-      f"# R1-Zero on {c.task.name} ({len(test)} held-out problems, never seen in pretraining or RL)", "",
-      table, "",
-      f"Held-out problem: `{q['question']}` (gold {q['answer']})", "",
-      f"- before RL (greedy): `{q['completion']}`",
-      f"- after RL (greedy): `{after['completion']}`", "",
-      f"Wall time this invocation: pretrain {t_pre:.0f} s, RL {t_rl:.0f} s, total {time.time() - t0:.0f} s.",
-  ])
-  with open(os.path.join(workdir, "report.md"), "w") as f:
-    f.write(report + "\n")
-  print(report)
-  return {"base": base_rep, "final": final_rep}
-
-
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)   # Orbax logs every save at INFO
-  run(flags.FLAGS.config, flags.FLAGS.workdir)
+  r1_zero.run(flags.FLAGS.config, flags.FLAGS.workdir)
 
 
 if __name__ == "__main__":

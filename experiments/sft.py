@@ -4,41 +4,21 @@
         [--init=MODEL_DIR] --workdir=DIR
 
 Writes DIR/checkpoints, DIR/metrics.jsonl and, when finished, the exported model DIR/model. Rerunning
-resumes a killed run and skips a finished one.
+resumes a killed run and skips a finished one. The job itself is r1jax.stages.standalone.run_sft.
 """
 from __future__ import annotations
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from experiments import common
-from r1jax.checkpoint import load_config
-from r1jax.config_utils import build
-from r1jax.model import ModelConfig
-from r1jax.stages.lm import LMStageConfig
-
-
-def validate(c, vocab_size: int = 64):
-  return build(ModelConfig, {**c.model.to_dict(), "vocab_size": vocab_size}, "config.model"), \
-      build(LMStageConfig, c.sft, "config.sft")
-
-
-def run(c, data_paths, tokenizer_path: str, workdir: str, init: str | None = None) -> str:
-  """Returns the exported model directory."""
-  validate(c)                                                      # fail fast, before any work
-  tok = common.tokenizer(tokenizer_path)
-  data = common.sft_data(data_paths)
-  model_cfg, sc = validate(c, tok.vocab_size)
-  if init:
-    model_cfg = load_config(init)
-  return common.lm_stage(workdir, model_cfg, sc, data, tok, init=init or None, metadata={"stage": "sft"})
+from r1jax.stages import standalone
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   f = flags.FLAGS
-  print(run(f.config, f.data.split(","), f.tokenizer, f.workdir, init=f.init))
+  print(standalone.run_sft(f.config, f.data.split(","), f.tokenizer, f.workdir, init=f.init))
 
 
 if __name__ == "__main__":

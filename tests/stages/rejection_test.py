@@ -14,14 +14,13 @@ import numpy as np
 import pytest
 
 from configs import rejection_sample as rejection_config
-from experiments import rejection_sample as rejection_experiment
 from r1jax.checkpoint import save_model
 from r1jax.config_utils import ConfigFieldError, build
 from r1jax.data import SentencePieceTokenizer, get_template, response_prefix, tasks
 from r1jax.data.jsonl import JsonlError
 from r1jax.model import init_params
 from r1jax.rewards import combine
-from r1jax.stages import rejection
+from r1jax.stages import rejection, standalone
 from r1jax.stages.rejection import RejectionConfig, read_traces, rejection_sample, select
 from r1jax.sampling import SampleOutput
 from r1jax.testing import FakeTokenizer, tiny_model_config
@@ -276,13 +275,13 @@ def test_config_errors_name_the_field(field, value, match):
 @pytest.mark.parametrize("arg", [None, "runlocal"])
 def test_experiment_config_validates(arg):
   c = rejection_config.get_config(arg)
-  rc, task = rejection_experiment.validate(c)
+  rc, task = standalone.validate_rejection_sample(c)
   assert rc.template == c.template and task.name == c.task.name
   c.template = "r1_zero"                               # one knob: the sampled and written prompts agree
-  assert rejection_experiment.validate(c)[0].template == "r1_zero"
+  assert standalone.validate_rejection_sample(c)[0].template == "r1_zero"
   c.rejection.prefer = "longest"
   with pytest.raises(ConfigFieldError, match="config.rejection: RejectionConfig.prefer"):
-    rejection_experiment.validate(c)
+    standalone.validate_rejection_sample(c)
 
 
 # ------------------------------------------------------------------------------------------ experiment
@@ -295,7 +294,7 @@ def test_experiment_run_on_an_exported_model(variables, sp, tmp_path):
   c.num_problems = 3
   c.rejection.update(dict(SMALL, min_rewards=(), max_per_prompt=1))
   out = str(tmp_path / "out" / "traces.jsonl")
-  stats = rejection_experiment.run(c, model_dir, tok_path, out)
+  stats = standalone.run_rejection_sample(c, model_dir, tok_path, out)
   _check_counts(stats)
   assert stats["source"] == model_dir and stats["all"]["prompts"] == 3 and stats["all"]["samples"] == 12
   recs = read_traces(out)
@@ -306,4 +305,4 @@ def test_experiment_run_on_an_exported_model(variables, sp, tmp_path):
   small = str(tmp_path / "small")
   save_model(small, tiny_model_config(), {"params": {"w": np.zeros(1, np.float32)}})
   with pytest.raises(ValueError, match="not the tokenizer it was trained with"):
-    rejection_experiment.run(c, small, tok_path, str(tmp_path / "x.jsonl"))
+    standalone.run_rejection_sample(c, small, tok_path, str(tmp_path / "x.jsonl"))

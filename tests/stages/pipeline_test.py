@@ -10,8 +10,8 @@ import time
 import pytest
 
 from configs import r1_pipeline as pipeline_config
-from experiments.r1_pipeline import ROWS, validate
 from r1jax.config_utils import ConfigFieldError
+from r1jax.stages.pipeline import ROWS, validate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -38,7 +38,7 @@ def test_bad_field_fails_before_any_work(field, value, match, tmp_path):
   for p in path:
     node = node[p]
   node[last] = value
-  from experiments.r1_pipeline import run
+  from r1jax.stages.pipeline import run
   with pytest.raises((ConfigFieldError, ValueError), match=match.replace("(", r"\(").replace(")", r"\)")):
     run(c, str(tmp_path / "r1"))
   assert not os.listdir(tmp_path / "r1")                 # nothing trained, not even the tokenizer

@@ -1,16 +1,17 @@
-"""experiments/evaluate.py: validates before any work, evaluates exported models, caches and resumes."""
+"""r1jax.stages.evaluate (behind experiments/evaluate.py): validates before any work, evaluates exported
+models, caches and resumes."""
 import json
 
 import jax
 import numpy as np
 import pytest
 
-import experiments.evaluate as ev
 from configs import evaluate as evaluate_config
 from r1jax.checkpoint import save_model
 from r1jax.config_utils import ConfigFieldError
 from r1jax.data import SentencePieceTokenizer, tasks
 from r1jax.model import init_params
+from r1jax.stages import evaluate as ev
 from r1jax.testing import tiny_model_config
 
 

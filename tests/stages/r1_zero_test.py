@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from configs import r1_zero as r1_zero_config
-from experiments.r1_zero import validate
 from r1jax.config_utils import ConfigFieldError
+from r1jax.stages.r1_zero import validate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -1,9 +1,10 @@
-"""Glue shared by the experiment scripts: stages that end in an exported model and skip finished work.
+"""Stages over exported model directories: each ends in an exported model and skips finished work.
 
 Every stage writes into its own directory and ends by exporting `<dir>/model` (r1jax.checkpoint.save_model,
 written atomically). A stage whose model exists is finished and is not run again; a stage that was killed
 resumes from its own Orbax checkpoints. So any script, and the whole pipeline, can be killed at any moment
-and rerun with the same command.
+and rerun with the same command. The standalone jobs (r1jax.stages.standalone) and the R1 pipeline
+(r1jax.stages.pipeline) are built from these.
 """
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from r1jax.checkpoint import is_model, load_model, save_model
 from r1jax.data import SentencePieceTokenizer
 from r1jax.model import ModelConfig
 from r1jax.stages.grpo import RLStageConfig, run_rl_stage
-from r1jax.stages.rejection import read_traces
 from r1jax.stages.lm import LMStageConfig, run_lm_stage
+from r1jax.stages.rejection import read_traces
 
 
 def model_dir(stage_dir: str) -> str:

@@ -1,12 +1,11 @@
-"""experiments/sft.py and experiments/distill.py end to end on tiny models into temp workdirs."""
+"""The standalone jobs (r1jax.stages.standalone: SFT, distillation, GRPO) end to end on tiny models into temp
+workdirs."""
 import json
 
 import jax
 import numpy as np
 import pytest
 
-import experiments.distill as distill_exp
-import experiments.sft as sft_exp
 from configs import distill as distill_config
 from configs import sft as sft_config
 from r1jax.checkpoint import is_model, load_model, save_model
@@ -14,8 +13,8 @@ from r1jax.config_utils import ConfigFieldError
 from r1jax.data import SentencePieceTokenizer, tasks
 from r1jax.data.jsonl import JsonlError
 from r1jax.model import init_params
+from r1jax.stages import exported, standalone
 from r1jax.testing import tiny_model_config
-import r1jax.stages.lm as stage
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +44,7 @@ def _small(c, section):
 def test_sft_from_a_checkpoint_then_skips_when_finished(setup, tmp_path, monkeypatch):
   tok_path, data, teacher = setup
   c = _small(sft_config.get_config("runlocal"), "sft")
-  out = sft_exp.run(c, [data], tok_path, str(tmp_path / "sft"), init=teacher)
+  out = standalone.run_sft(c, [data], tok_path, str(tmp_path / "sft"), init=teacher)
   assert is_model(out)
   cfg, variables, meta = load_model(out)
   assert cfg == load_model(teacher)[0] and meta["init"] == teacher
@@ -54,15 +53,15 @@ def test_sft_from_a_checkpoint_then_skips_when_finished(setup, tmp_path, monkeyp
   t0 = jax.tree.leaves(load_model(teacher)[1])
   assert any(not np.array_equal(a, b) for a, b in zip(t0, jax.tree.leaves(variables)))   # it trained
 
-  monkeypatch.setattr(stage, "run_lm_stage", lambda *a, **k: pytest.fail("a finished stage ran again"))
-  assert sft_exp.run(c, [data], tok_path, str(tmp_path / "sft"), init=teacher) == out
+  monkeypatch.setattr(exported, "run_lm_stage", lambda *a, **k: pytest.fail("a finished stage ran again"))
+  assert standalone.run_sft(c, [data], tok_path, str(tmp_path / "sft"), init=teacher) == out
 
 
 def test_distill_with_token_level_kd(setup, tmp_path):
   tok_path, data, teacher = setup
   c = _small(distill_config.get_config("runlocal"), "distill")
   c.student.update(hidden_size=32, intermediate_size=64, num_hidden_layers=2)
-  out = distill_exp.run(c, [data], tok_path, teacher, str(tmp_path / "student"))
+  out = standalone.run_distill(c, [data], tok_path, teacher, str(tmp_path / "student"))
   cfg, _, meta = load_model(out)
   assert cfg.attention == "gqa" and not cfg.is_moe and meta["teacher"] == teacher
   recs = [json.loads(l) for l in open(tmp_path / "student" / "metrics.jsonl")]
@@ -74,31 +73,30 @@ def test_bad_inputs_fail_before_training(setup, tmp_path):
   c = sft_config.get_config()
   c.sft.batch_size = 0
   with pytest.raises(ConfigFieldError, match="config.sft: LMStageConfig.batch_size=0"):
-    sft_exp.run(c, [data], tok_path, str(tmp_path / "x"))
+    standalone.run_sft(c, [data], tok_path, str(tmp_path / "x"))
   bad = tmp_path / "bad.jsonl"
   bad.write_text(open(data).readline() + "{not json\n")
   with pytest.raises(JsonlError, match=r"bad.jsonl:2"):
-    sft_exp.run(sft_config.get_config(), [str(bad)], tok_path, str(tmp_path / "y"))
+    standalone.run_sft(sft_config.get_config(), [str(bad)], tok_path, str(tmp_path / "y"))
   c = distill_config.get_config()
   c.distill.distill.kd_weight = 2.0
   with pytest.raises(ConfigFieldError, match="kd_weight=2.0"):
-    distill_exp.run(c, [data], tok_path, teacher, str(tmp_path / "z"))
+    standalone.run_distill(c, [data], tok_path, teacher, str(tmp_path / "z"))
   assert not (tmp_path / "x").exists() and not (tmp_path / "z").exists()
 
 
 def test_grpo_experiment_from_an_exported_model(setup, tmp_path):
-  import experiments.grpo as grpo_exp
   from configs import grpo as grpo_config
   tok_path, _, teacher = setup
   c = grpo_config.get_config("runlocal")
   c.num_train_problems, c.num_eval_problems = 16, 0
   c.rl.update(num_steps=2, batch_size=2, group_size=2, max_new_tokens=6, checkpoint_every=1)
   c.rl.eval.update(num_examples=4, batch_size=4, max_new_tokens=6, num_samples=2)
-  out = grpo_exp.run(c, teacher, tok_path, str(tmp_path / "grpo"))
+  out = standalone.run_grpo(c, teacher, tok_path, str(tmp_path / "grpo"))
   assert is_model(out) and load_model(out)[2]["init"] == teacher
   recs = [json.loads(l) for l in open(tmp_path / "grpo" / "metrics.jsonl")]
   assert [r["step"] for r in recs if r["kind"] == "train"] == [1, 2]
   with pytest.raises(ConfigFieldError, match="config.rl: RLStageConfig.group_size=1"):
     c.rl.group_size = 1
-    grpo_exp.run(c, teacher, tok_path, str(tmp_path / "g2"))
+    standalone.run_grpo(c, teacher, tok_path, str(tmp_path / "g2"))
   assert not (tmp_path / "g2").exists()
