@@ -233,12 +233,13 @@ def _copy_checkout(dest: str) -> str:
 
   That is the top-level files (setup.py and the rest of the packaging metadata) and the r1jax, configs and
   experiments packages, without build products. pip builds a local directory in place, so the install writes
-  into the copy, never into this checkout.
+  into the copy, never into this checkout. A `.git` file (a git worktree's pointer to its repository) is not
+  copied: the copy would then be that worktree to git, and making the copy a repository would commit to it.
   """
   skip = shutil.ignore_patterns("__pycache__", "*.pyc", "*.so", "*.egg-info", "build", "dist")
   os.makedirs(dest)
   for name in os.listdir(ROOT):
-    if os.path.isfile(os.path.join(ROOT, name)):
+    if os.path.isfile(os.path.join(ROOT, name)) and name != ".git":
       shutil.copy2(os.path.join(ROOT, name), dest)
   for package in ("r1jax", "configs", "experiments"):
     shutil.copytree(os.path.join(ROOT, package), os.path.join(dest, package), ignore=skip)
