@@ -2,10 +2,10 @@
 
     from r1jax import checkpoint
     ckpt = checkpoint.CheckpointManager(workdir + "/ckpt", max_to_keep=3)
-    state, metadata, step = checkpoint.restore_or_init(ckpt, init_fn, data_iter=it)
+    state, metadata = ckpt.restore(ckpt.latest_step(), target=abstract_state, data_iter=it)
     ckpt.save(step, state, data_iter=it, metadata={"loss": 1.23})
 """
 from r1jax.checkpoint.export import is_model, load_config, load_model, save_model
-from r1jax.checkpoint.manager import CheckpointManager, restore_or_init
+from r1jax.checkpoint.manager import CheckpointManager
 
-__all__ = ["CheckpointManager", "restore_or_init", "save_model", "load_model", "load_config", "is_model"]
+__all__ = ["CheckpointManager", "save_model", "load_model", "load_config", "is_model"]

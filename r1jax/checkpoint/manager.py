@@ -12,7 +12,9 @@ One checkpoint step is one directory `<directory>/<step>/` with three Orbax item
 This module knows no model classes: the state is any pytree of arrays and Python scalars.
 
     ckpt = CheckpointManager(workdir / "ckpt", max_to_keep=3)
-    state, metadata, step = restore_or_init(ckpt, init_fn, data_iter=it)  # resume, or start fresh
+    step = ckpt.latest_step()                                               # None: a fresh start
+    if step is not None:
+      state, metadata = ckpt.restore(step, target=abstract_state, data_iter=it)
     for step in range(...):
       ...
       ckpt.save(step, state, data_iter=it, metadata={"loss": loss})        # async
@@ -196,29 +198,3 @@ class CheckpointManager:
 
   def __exit__(self, *exc) -> None:
     self.close()
-
-
-def restore_or_init(manager: CheckpointManager, init_fn: Callable[[], PyTree], *,
-                    target: PyTree = None, data_iter: Any = None
-                    ) -> tuple[PyTree, dict, int | None]:
-  """Resumes from the latest checkpoint if there is one, else calls `init_fn()`.
-
-  Args:
-    manager: the run's checkpoint manager.
-    init_fn: () -> fresh state. Only traced (`jax.eval_shape`) when resuming, to get the target.
-    target: the restore target (see `CheckpointManager.restore`). Default `jax.eval_shape(init_fn)`:
-      if init_fn is jitted with `out_shardings` these carry the shardings; otherwise arrays are
-      restored onto the default device, so pass shardings explicitly for a large model. Python
-      scalars in the state (e.g. an int step) come back as 0-d numpy arrays under this default.
-    data_iter: a Grain iterator whose position to restore when resuming (left as is otherwise).
-
-  Returns:
-    (state, metadata, step): step is the restored step, or None for a fresh start (metadata {}).
-  """
-  step = manager.latest_step()
-  if step is None:
-    return init_fn(), {}, None
-  if target is None:
-    target = jax.eval_shape(init_fn)
-  state, metadata = manager.restore(step, target=target, data_iter=data_iter)
-  return state, metadata, step

@@ -43,11 +43,7 @@ FSDP_TP = (
     ("norm", None),
 )
 
-# Sampling keeps whole weights on each data replica (no per-token FSDP all-gathers in the decode loop),
-# as the flax gemma example does with fsdp_tp_sharding(is_sampling=True).
-SAMPLING = tuple((name, None) if name == "embed" else (name, axes) for name, axes in FSDP_TP)
-
-RULES = {"fsdp_tp": FSDP_TP, "sampling": SAMPLING}
+RULES = {"fsdp_tp": FSDP_TP}
 
 
 def get_rules(name: str):

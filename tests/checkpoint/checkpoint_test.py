@@ -15,7 +15,7 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from r1jax import data
-from r1jax.checkpoint import CheckpointManager, restore_or_init
+from r1jax.checkpoint import CheckpointManager
 from r1jax.model import ModelConfig, init_params, param_shardings
 from r1jax.sharding import make_mesh
 from r1jax.testing.fake_tokenizer import FakeTokenizer
@@ -203,27 +203,6 @@ def test_missing_step_error_names_directory_and_steps(tmp_path):
   assert str(tmp_path) in str(e.value) and "[3, 5]" in str(e.value)
   with pytest.raises(ValueError, match="without data_iter"):
     ckpt.restore(5, data_iter=iter(grain.MapDataset.range(4).to_iter_dataset()))
-  ckpt.close()
-
-
-def test_restore_or_init(tmp_path, mesh_a):
-  shardings = {"w": NamedSharding(mesh_a, P("data", "expert")), "step": NamedSharding(mesh_a, P())}
-  init_fn = jax.jit(lambda: {"w": jnp.arange(32.0).reshape(8, 4), "step": jnp.int32(0)},
-                    out_shardings=shardings)
-  ckpt = CheckpointManager(tmp_path)
-  it = iter(grain.MapDataset.range(10).to_iter_dataset())
-
-  state, metadata, step = restore_or_init(ckpt, init_fn, data_iter=it)
-  assert step is None and metadata == {} and next(it) == 0
-  ckpt.save(7, state, data_iter=it, metadata={"note": "after one element"})
-  ckpt.wait()
-
-  it2 = iter(grain.MapDataset.range(10).to_iter_dataset())
-  state2, metadata2, step2 = restore_or_init(ckpt, init_fn, data_iter=it2)
-  assert step2 == 7 and metadata2 == {"note": "after one element"} and next(it2) == 1
-  _assert_trees_equal(state2, state)
-  # The default target (eval_shape of the jitted init) carries the shardings.
-  assert state2["w"].sharding == shardings["w"]
   ckpt.close()
 
 
