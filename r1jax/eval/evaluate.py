@@ -27,7 +27,7 @@ from r1jax.eval.metrics import summarize_problems
 from r1jax.rewards import accuracy_reward, format_reward, language_consistency_reward
 from r1jax.rewards import answer_region
 from r1jax.rewards.language import target_scripts
-from r1jax.sampling import sample
+from r1jax.sampling.rollout import RolloutSettings, rollout
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,25 +118,17 @@ def score_completions(examples: Sequence[Mapping[str, Any]], greedy_texts: Seque
   return out
 
 
-def decode_completions(tokenizer, tokens, mask) -> list[str]:
-  """Texts of the completion tokens where mask == 1."""
-  tokens, mask = np.asarray(tokens), np.asarray(mask)
-  return [tokenizer.decode([int(t) for t in row[m > 0]]) for row, m in zip(tokens, mask)]
-
-
-def _generate(cfg, variables, tokenizer, batch, *, rng, num_samples, ec: EvalConfig, greedy: bool, mesh=None):
-  out = sample(cfg, variables, batch["prompt_tokens"], batch["prompt_mask"], rng=rng, num_samples=num_samples,
-               max_new_tokens=ec.max_new_tokens, temperature=ec.temperature, greedy=greedy,
-               eos_id=tokenizer.eos_id, stop_ids=tuple(tokenizer.stop_ids), pad_id=tokenizer.pad_id, mesh=mesh)
-  return decode_completions(tokenizer, out.tokens, out.mask), np.asarray(out.lengths), np.asarray(out.truncated)
+def _settings(ec: EvalConfig, num_samples: int, greedy: bool) -> RolloutSettings:
+  return RolloutSettings(num_samples=num_samples, max_new_tokens=ec.max_new_tokens, temperature=ec.temperature,
+                         greedy=greedy)
 
 
 def evaluate(cfg, variables, tokenizer, examples: Sequence[Mapping[str, Any]], ec: EvalConfig, *,
              template="compact", mesh=None) -> dict:
   """Evaluates `variables` on the first ec.num_examples `examples`.
 
-  Only whole batches are evaluated (the first len // batch_size * batch_size problems), so every
-  sampler call has the same shape and compiles once.
+  Every problem is evaluated; a short last batch is padded to batch_size (r1jax.sampling.rollout), so
+  every sampler call has the same shape and compiles once.
 
   Returns:
     {"pass@1_greedy", "pass@1_sampled", "pass@{k}", "maj@{k}", "format_greedy", "format_sampled",
@@ -151,24 +143,22 @@ def evaluate(cfg, variables, tokenizer, examples: Sequence[Mapping[str, Any]], e
   tmpl = get_template(template)
   prefix = response_prefix(tmpl)
   bs = min(ec.batch_size, len(examples))
-  usable = len(examples) // bs * bs
-  it = prompt_batches(examples[:usable], tokenizer, tmpl, batch_size=bs, max_prompt_len=ec.max_prompt_len,
-                      seed=ec.seed, num_epochs=1, shuffle=False)
+  it = prompt_batches(examples, tokenizer, tmpl, batch_size=bs, max_prompt_len=ec.max_prompt_len,
+                      seed=ec.seed, num_epochs=1, shuffle=False, drop_remainder=False)
   key = jax.random.key(ec.seed)
   k = ec.num_samples
   done, greedy, greedy_len, sampled, sampled_len, sampled_trunc = [], [], [], [], [], []
   for i, batch in enumerate(it):
-    texts, glen, _ = _generate(cfg, variables, tokenizer, batch, rng=key, num_samples=1, ec=ec, greedy=True,
-                               mesh=mesh)
-    stexts, slen, strunc = _generate(cfg, variables, tokenizer, batch, rng=jax.random.fold_in(key, i),
-                                     num_samples=k, ec=ec, greedy=False, mesh=mesh)
+    gr = rollout(cfg, variables, tokenizer, batch, rng=key, settings=_settings(ec, 1, True), rows=bs, mesh=mesh)
+    sr = rollout(cfg, variables, tokenizer, batch, rng=jax.random.fold_in(key, i), settings=_settings(ec, k, False),
+                 rows=bs, mesh=mesh)
     done.extend(batch["examples"])
-    greedy.extend(texts)
-    greedy_len.extend(glen.tolist())
+    greedy.extend(gr.texts)
+    greedy_len.extend(gr.lengths.tolist())
     for j in range(len(batch["examples"])):     # row j*k + g is sample g of prompt j
-      sampled.append(stexts[j * k:(j + 1) * k])
-      sampled_len.append(slen[j * k:(j + 1) * k].tolist())
-      sampled_trunc.append(strunc[j * k:(j + 1) * k].tolist())
+      sampled.append(sr.group(j, sr.texts))
+      sampled_len.append(sr.group(j, sr.lengths.tolist()))
+      sampled_trunc.append(sr.group(j, sr.truncated.tolist()))
 
   def score(idx):
     return score_completions([done[i] for i in idx], [greedy[i] for i in idx], [sampled[i] for i in idx],

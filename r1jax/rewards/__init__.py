@@ -6,7 +6,7 @@ never executed.
     format_reward("<think>2+2 is 4</think> <answer>4</answer>")             # 1.0
     accuracy_reward("<think>...</think><answer>4</answer>", example)        # 1.0 or 0.0
     language_consistency_reward(completion, target="latin")                # [0, 1]
-    overlong_penalty(num_tokens, max_len=4096, buffer_len=512)             # [-1, 0]
+    overlong_penalty(num_tokens, max_len=4096, buffer_len=512)             # [-1, 0]; "overlong" in configs
     total, parts = combine(completion, example, weights={"accuracy": 1.0, "format": 0.2})
 
 LaTeX equivalence (MATH) uses math-verify in a lazily started pool of worker processes with a hard
@@ -18,15 +18,15 @@ from r1jax.rewards.combine import REWARDS, combine
 from r1jax.rewards.countdown import evaluate_equation, verify_countdown
 from r1jax.rewards.format import answer_region, extract_answer, extract_think, format_reward
 from r1jax.rewards.language import language_consistency_reward, script_word_counts
-from r1jax.rewards.length import overlong_penalty
+from r1jax.rewards.length import LENGTH_REWARDS, overlong_options, overlong_penalty
 from r1jax.rewards.math import (last_boxed, last_number, numbers_match, parse_number,
                                 parse_quotient_remainder, verify_arithmetic, verify_latex,
                                 verify_number)
 
 __all__ = [
-    "REWARDS", "VERIFIERS", "accuracy_reward", "answer_region", "combine", "configure_math_verify",
+    "LENGTH_REWARDS", "REWARDS", "VERIFIERS", "accuracy_reward", "answer_region", "combine", "configure_math_verify",
     "evaluate_equation", "extract_answer", "extract_think", "format_reward", "get_verifier",
     "language_consistency_reward", "last_boxed", "last_number", "numbers_match",
-    "overlong_penalty", "parse_number", "parse_quotient_remainder", "script_word_counts",
+    "overlong_options", "overlong_penalty", "parse_number", "parse_quotient_remainder", "script_word_counts",
     "verify_arithmetic", "verify_countdown", "verify_latex", "verify_number",
 ]

@@ -23,12 +23,11 @@ import numpy as np
 from r1jax.checkpoint import CheckpointManager
 from r1jax.data.pipeline import prompt_batches
 from r1jax.data.templates import get_template, response_prefix
-from r1jax.eval.evaluate import EvalConfig, decode_completions, evaluate
+from r1jax.eval.evaluate import EvalConfig, evaluate
 from r1jax.model.config import ModelConfig
-from r1jax.rewards import combine
-from r1jax.rl.advantages import ADVANTAGE_ESTIMATORS, get_advantage_fn, zero_variance_groups
+from r1jax.rl.advantages import ADVANTAGE_ESTIMATORS, get_advantage_fn
 from r1jax.rl.step import GRPOConfig, grpo_update_rollout, make_grpo_update, make_logprob_fn
-from r1jax.sampling import sample
+from r1jax.sampling.rollout import Rollout, check_reward_names, RewardScorer, RolloutSettings, concat, rollout, select_groups
 from r1jax.stages.state import from_state_dict, state_dict
 from r1jax.stages.writers import MetricsWriter, Preemption, finish_saves
 from r1jax.train.optim import OptimConfig, make_optimizer
@@ -76,63 +75,25 @@ class RLStageConfig:
     if self.advantage_estimator not in ADVANTAGE_ESTIMATORS:
       raise ValueError(f"RLStageConfig.advantage_estimator={self.advantage_estimator!r}: must be one of "
                        f"{sorted(ADVANTAGE_ESTIMATORS)}")
-    from r1jax.rewards import REWARDS
-    for name, w in self.reward_weights:
-      if name not in REWARDS:
-        raise ValueError(f"RLStageConfig.reward_weights: unknown reward {name!r}; known: {sorted(REWARDS)}")
+    check_reward_names("RLStageConfig", self.reward_weights, self.reward_options, self.max_new_tokens)
 
 
-# ------------------------------------------------------------------------------------------ rollout
-def _rollout(cfg, variables, tokenizer, batch, sc: RLStageConfig, key, prefix: str, weights: Mapping,
-             options: Mapping):
-  """Samples G completions per prompt and scores them. Returns a dict of host arrays + reward parts."""
-  g = sc.group_size
-  out = sample(cfg, variables, batch["prompt_tokens"], batch["prompt_mask"], rng=key, num_samples=g,
-               max_new_tokens=sc.max_new_tokens, temperature=sc.grpo.temperature, top_k=sc.top_k, top_p=sc.top_p,
-               eos_id=tokenizer.eos_id, stop_ids=tuple(tokenizer.stop_ids), pad_id=tokenizer.pad_id)
-  jax.block_until_ready(out.tokens)
-  t_reward = time.time()
-  texts = decode_completions(tokenizer, out.tokens, out.mask)
-  examples = [ex for ex in batch["examples"] for _ in range(g)]
-  totals, parts = [], {name: [] for name in weights}
-  for text, ex in zip(texts, examples):
-    total, p = combine(prefix + text, ex, weights, options=options)
-    totals.append(total)
-    for name in weights:
-      parts[name].append(p.get(name, 0.0))
+# ------------------------------------------------------------------------------------------ the update batch
+def _zero_variance(rewards: np.ndarray, g: int) -> np.ndarray:
+  """bool[n]: groups whose G rewards are all equal (r1jax.rl.advantages.zero_variance_groups, on the host,
+  where the rewards are: the refill decision needs no device round trip)."""
+  r = rewards.reshape(-1, g)
+  return (r.max(axis=-1) - r.min(axis=-1)) <= 0.0
+
+
+def _train_batch(r: Rollout, advantages: jax.Array, active: jax.Array) -> dict:
+  """The update's batch, on device: prompt + completion tokens, masks, sampler log-probs and advantages."""
   return {
-      "prompt_tokens": np.repeat(np.asarray(batch["prompt_tokens"]), g, axis=0),
-      "prompt_mask": np.repeat(np.asarray(batch["prompt_mask"]), g, axis=0),
-      "tokens": np.asarray(out.tokens), "mask": np.asarray(out.mask), "logprobs": np.asarray(out.logprobs),
-      "lengths": np.asarray(out.lengths), "truncated": np.asarray(out.truncated),
-      "rewards": np.asarray(totals, np.float32), "parts": {k: np.asarray(v, np.float32) for k, v in parts.items()},
-      "texts": texts, "time_reward_s": time.time() - t_reward,
-  }
-
-
-def _select_groups(r: dict, groups: np.ndarray, g: int) -> dict:
-  rows = (groups[:, None] * g + np.arange(g)[None]).reshape(-1)
-  pick = lambda v: v[rows] if isinstance(v, np.ndarray) else [v[i] for i in rows]
-  return {k: ({n: pick(x) for n, x in v.items()} if isinstance(v, dict) else pick(v)) for k, v in r.items()}
-
-
-def _concat(a: dict | None, b: dict) -> dict:
-  if a is None:
-    return b
-  cat = lambda x, y: np.concatenate([x, y]) if isinstance(x, np.ndarray) else x + y
-  return {k: ({n: cat(a[k][n], b[k][n]) for n in b[k]} if isinstance(b[k], dict) else cat(a[k], b[k]))
-          for k in b}
-
-
-def _train_batch(r: dict, advantages: np.ndarray, active: np.ndarray) -> dict:
-  """The update's batch: prompt + completion tokens, masks, sampler log-probs and advantages."""
-  comp_mask = r["mask"] * active[:, None]
-  return {
-      "tokens": jnp.asarray(np.concatenate([r["prompt_tokens"], r["tokens"]], 1)),
-      "attention_mask": jnp.asarray(np.concatenate([r["prompt_mask"], r["mask"]], 1)),
-      "completion_mask": jnp.asarray(comp_mask.astype(np.int32)),
-      "old_logp": jnp.asarray(r["logprobs"]),
-      "advantages": jnp.asarray(advantages * active),
+      "tokens": jnp.concatenate([r.prompt_tokens, r.tokens], 1),
+      "attention_mask": jnp.concatenate([r.prompt_mask, r.mask], 1),
+      "completion_mask": (r.mask * active[:, None]).astype(jnp.int32),
+      "old_logp": r.logprobs,
+      "advantages": advantages * active,
   }
 
 
@@ -147,9 +108,10 @@ def run_rl_stage(model_cfg: ModelConfig, sc: RLStageConfig, *, init_variables: d
   """Runs GRPO from `init_variables`; returns the final variables. Resumes from workdir/checkpoints."""
   # --- setup
   template = get_template(sc.template)
-  prefix = response_prefix(template)
-  weights = dict(sc.reward_weights)
-  options = {name: dict(opts) for name, opts in sc.reward_options}
+  scorer = RewardScorer(weights=dict(sc.reward_weights), options={n: dict(o) for n, o in sc.reward_options},
+                        prefix=response_prefix(template), max_new_tokens=sc.max_new_tokens)
+  settings = RolloutSettings(num_samples=sc.group_size, max_new_tokens=sc.max_new_tokens,
+                             temperature=sc.grpo.temperature, top_k=sc.top_k, top_p=sc.top_p)
   tx = make_optimizer(sc.optim)
   update = make_grpo_update(model_cfg, sc.grpo, tx)
   advantage_fn = get_advantage_fn(sc.advantage_estimator)
@@ -183,33 +145,34 @@ def run_rl_stage(model_cfg: ModelConfig, sc: RLStageConfig, *, init_variables: d
       kept, tries, total_groups, zero_groups, first, t_reward = None, 0, 0, 0, None, 0.0
       while True:
         batch = next(data)
-        r = _rollout(model_cfg, state.variables(), tokenizer, batch, sc, jax.random.fold_in(key, tries), prefix,
-                     weights, options)
+        r = rollout(model_cfg, state.variables(), tokenizer, batch, rng=jax.random.fold_in(key, tries),
+                    settings=settings, scorer=scorer)
         first = r if first is None else first
-        t_reward += r.pop("time_reward_s")
-        zv = np.asarray(zero_variance_groups(jnp.asarray(r["rewards"]), g))
+        t_reward += r.time_reward_s
+        zv = _zero_variance(r.rewards, g)
         total_groups += len(zv)
         zero_groups += int(zv.sum())
         if not sc.dynamic_sampling:
           kept = r
           break
-        kept = _concat(kept, _select_groups(r, np.flatnonzero(~zv), g))
+        kept = concat(kept, select_groups(r, np.flatnonzero(~zv)))
         tries += 1
-        if len(kept["rewards"]) >= sc.batch_size * g or tries > sc.max_refills:
+        if kept.num_prompts >= sc.batch_size or tries > sc.max_refills:
           break
       t_rollout = time.time() - t0
 
       # Fixed shapes for the jitted update: exactly B groups. Under dynamic sampling, missing groups are
       # filled with inactive rows (zero completion mask and advantage) so they contribute nothing.
-      n_keep = min(len(kept["rewards"]) // g, sc.batch_size)
+      n_keep = min(kept.num_prompts, sc.batch_size)
       active = np.ones(sc.batch_size * g, np.float32)
       if n_keep < sc.batch_size:
-        filler = _select_groups(first, np.arange(sc.batch_size - n_keep), g)
-        kept = _concat(_select_groups(kept, np.arange(n_keep), g) if n_keep else None, filler)
+        filler = select_groups(first, np.arange(sc.batch_size - n_keep))
+        kept = concat(select_groups(kept, np.arange(n_keep)) if n_keep else None, filler)
         active[n_keep * g:] = 0.0
       else:
-        kept = _select_groups(kept, np.arange(sc.batch_size), g)
-      adv = np.asarray(advantage_fn(jnp.asarray(kept["rewards"]), g))
+        kept = select_groups(kept, np.arange(sc.batch_size))
+      active = jnp.asarray(active)
+      adv = advantage_fn(jnp.asarray(kept.rewards), g)
 
       t1 = time.time()
       train_batch = _train_batch(kept, adv, active)
@@ -233,12 +196,12 @@ def run_rl_stage(model_cfg: ModelConfig, sc: RLStageConfig, *, init_variables: d
 
       # --- metrics (over the first rollout of the step: the policy as sampled, before filtering)
       m = {
-          "reward": float(first["rewards"].mean()),
-          **{f"reward_{k}": float(v.mean()) for k, v in first["parts"].items()},
-          "accuracy": float(first["parts"].get("accuracy", np.zeros(1)).mean()),
-          "format": float(first["parts"].get("format", np.zeros(1)).mean()),
-          "length": float(first["lengths"].mean()), "length_max": float(first["lengths"].max()),
-          "truncated": float(first["truncated"].mean()),
+          "reward": float(first.rewards.mean()),
+          **{f"reward_{k}": float(v.mean()) for k, v in first.parts.items()},
+          "accuracy": float(first.parts.get("accuracy", np.zeros(1)).mean()),
+          "format": float(first.parts.get("format", np.zeros(1)).mean()),
+          "length": float(first.lengths.mean()), "length_max": float(first.lengths.max()),
+          "truncated": float(first.truncated.mean()),
           "zero_variance_groups": zero_groups / max(total_groups, 1),
           "groups_trained": float(n_keep), "rollouts": float(max(tries, 1)),
           "time_rollout_s": t_rollout - t_reward, "time_reward_s": t_reward, "time_ref_s": t_ref, "time_update_s": t_update,

@@ -45,9 +45,7 @@ import numpy as np
 from r1jax.data.jsonl import JsonlSource, write_json
 from r1jax.data.pipeline import prompt_batches
 from r1jax.data.templates import get_template, response_prefix
-from r1jax.eval.evaluate import decode_completions
-from r1jax.rewards import REWARDS, combine
-from r1jax.sampling import sample
+from r1jax.sampling.rollout import RewardScorer, RolloutSettings, check_reward_names, rollout
 
 PREFER = ("shortest", "random")
 _COUNTERS = ("prompts", "samples", "passed", "kept", "prompts_with_kept")
@@ -63,7 +61,7 @@ class RejectionConfig:
   top_k: int = 0
   top_p: float = 1.0
   template: str = "compact"
-  reward_weights: tuple = (("accuracy", 1.0), ("format", 1.0))   # names from r1jax.rewards.REWARDS
+  reward_weights: tuple = (("accuracy", 1.0), ("format", 1.0))   # names from r1jax.rewards.REWARDS / LENGTH_REWARDS
   reward_options: tuple = ()           # ((reward name, ((option, value), ...)), ...)
   min_rewards: tuple = (("accuracy", 1.0), ("format", 1.0))      # keep only if each named part >= value
   min_total: float = float("-inf")     # ... and the weighted total >= this
@@ -86,14 +84,8 @@ class RejectionConfig:
     if math.isnan(self.min_total):
       raise ValueError("RejectionConfig.min_total=nan: must be a number (-inf keeps any total)")
     get_template(self.template)        # raises naming the known templates
-    weights = {}
-    for name, w in self.reward_weights:
-      if name not in REWARDS:
-        raise ValueError(f"RejectionConfig.reward_weights: unknown reward {name!r}; known: {sorted(REWARDS)}")
-      weights[name] = w
-    for name, _ in self.reward_options:
-      if name not in REWARDS:
-        raise ValueError(f"RejectionConfig.reward_options: unknown reward {name!r}; known: {sorted(REWARDS)}")
+    check_reward_names("RejectionConfig", self.reward_weights, self.reward_options, self.max_new_tokens)
+    weights = dict(self.reward_weights)
     for name, _ in self.min_rewards:
       # combine() only computes rewards with a non-zero weight: a minimum on any other is never met.
       if not weights.get(name):
@@ -184,16 +176,6 @@ def _rates(c: Mapping[str, int]) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ the stage
-def _padded(batch: dict, rows: int) -> tuple[np.ndarray, np.ndarray]:
-  """The batch's prompts padded to `rows` by repeating its first prompt: one shape, one compilation."""
-  tokens, mask = np.asarray(batch["prompt_tokens"]), np.asarray(batch["prompt_mask"])
-  if len(tokens) < rows:
-    extra = rows - len(tokens)
-    tokens = np.concatenate([tokens, np.repeat(tokens[:1], extra, 0)])
-    mask = np.concatenate([mask, np.repeat(mask[:1], extra, 0)])
-  return tokens, mask
-
-
 def rejection_sample(model_cfg, variables, tokenizer, examples: Sequence[Mapping[str, Any]],
                      rc: RejectionConfig, out_path: str | os.PathLike, *, source: str = "", mesh=None,
                      verbose: bool = True) -> dict:
@@ -259,9 +241,10 @@ def rejection_sample(model_cfg, variables, tokenizer, examples: Sequence[Mapping
   os.truncate(out_path, size)          # drops a line half-written when the last run was killed
 
   template = get_template(rc.template)
-  prefix = response_prefix(template)
-  weights = dict(rc.reward_weights)
-  options = {name: dict(opts) for name, opts in rc.reward_options}
+  scorer = RewardScorer(weights=dict(rc.reward_weights), options={n: dict(o) for n, o in rc.reward_options},
+                        prefix=response_prefix(template), max_new_tokens=rc.max_new_tokens)
+  settings = RolloutSettings(num_samples=rc.num_samples, max_new_tokens=rc.max_new_tokens,
+                             temperature=rc.temperature, top_k=rc.top_k, top_p=rc.top_p)
   k = rc.num_samples
   base_key = jax.random.key(rc.seed)
   # The batches still to do. Prompts are not shuffled, so batch i always holds examples[i*bs:(i+1)*bs].
@@ -271,21 +254,16 @@ def rejection_sample(model_cfg, variables, tokenizer, examples: Sequence[Mapping
   t0 = time.time()
   with open(out_path, "ab") as f:
     for i, batch in enumerate(batches, start=done):
-      n = len(batch["examples"])
-      tokens, mask = _padded(batch, bs)
-      out = sample(model_cfg, variables, tokens, mask, rng=jax.random.fold_in(base_key, i), num_samples=k,
-                   max_new_tokens=rc.max_new_tokens, temperature=rc.temperature, top_k=rc.top_k,
-                   top_p=rc.top_p, eos_id=tokenizer.eos_id, stop_ids=tuple(tokenizer.stop_ids),
-                   pad_id=tokenizer.pad_id, mesh=mesh)
-      texts = decode_completions(tokenizer, np.asarray(out.tokens)[:n * k], np.asarray(out.mask)[:n * k])
-      lengths = np.asarray(out.lengths)[:n * k]
+      r = rollout(model_cfg, variables, tokenizer, batch, rng=jax.random.fold_in(base_key, i), settings=settings,
+                  rows=bs, scorer=scorer, mesh=mesh)
+      texts, lengths = r.texts, r.lengths
       lines = []
       for j, (ex, prompt) in enumerate(zip(batch["examples"], batch["prompts"])):
         rows = range(j * k, (j + 1) * k)
-        scored = [combine(prefix + texts[r], ex, weights, options=options) for r in rows]
-        ok = [passes(total, parts, texts[r], rc) for r, (total, parts) in zip(rows, scored)]
+        scored = [r.scores[s] for s in rows]
+        ok = [passes(total, parts, texts[s], rc) for s, (total, parts) in zip(rows, scored)]
         rng = np.random.default_rng([rc.seed, i * bs + j]) if rc.prefer == "random" else None
-        keep = select([texts[r] for r in rows], [lengths[r] for r in rows], ok, max_per_prompt=rc.max_per_prompt,
+        keep = select([texts[s] for s in rows], [lengths[s] for s in rows], ok, max_per_prompt=rc.max_per_prompt,
                       prefer=rc.prefer, rng=rng)
         task = str(ex.get("task", "unknown"))
         c = counters.setdefault(task, _new_counters())

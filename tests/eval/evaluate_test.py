@@ -12,6 +12,7 @@ from r1jax.eval import EvalConfig, evaluate
 from r1jax.eval.evaluate import score_completions
 from r1jax.eval.report import eval_columns, eval_table, plot_bars
 from r1jax.model import ModelConfig, init_params
+from r1jax.sampling.rollout import Rollout
 from r1jax.testing import FakeTokenizer
 
 # The module, not the function the package re-exports under the same name.
@@ -65,21 +66,25 @@ def test_unknown_language_target_fails_in_the_config():
 
 # --- evaluate with a fake generator: per-task breakdown ---------------------------------------------
 
-def _fake_generate(cfg, variables, tokenizer, batch, *, rng, num_samples, ec, greedy, mesh=None):
+def _fake_rollout(cfg, variables, tokenizer, batch, *, rng, settings, rows=None, scorer=None, mesh=None):
   """Task "a" is always right, task "b" right in the first of its samples only; CoT mixes in "b"."""
-  del cfg, variables, tokenizer, rng, ec, mesh
+  del cfg, variables, tokenizer, rng, mesh, scorer
+  assert rows is not None and len(batch["examples"]) <= rows
   texts = []
   for ex in batch["examples"]:
-    for g in range(num_samples):
+    for g in range(settings.num_samples):
       ok = ex["task"] == "a" or g == 0
       cot = "we add them" if ex["task"] == "a" else "we 加 them"
       texts.append(f"{cot}</think><answer>{ex['answer'] if ok else 'x'}</answer>")
   n = len(texts)
-  return texts, np.full(n, 7 if greedy else 9), np.zeros(n, bool)
+  none = np.zeros((n, 1), np.int32)
+  return Rollout(examples=list(batch["examples"]), prompts=[], prompt_tokens=none, prompt_mask=none, tokens=none,
+                 mask=none, logprobs=none, lengths=np.full(n, 7 if settings.greedy else 9), truncated=np.zeros(n, bool),
+                 texts=texts, num_samples=settings.num_samples)
 
 
 def test_per_task_breakdown(monkeypatch):
-  monkeypatch.setattr(evaluate_module, "_generate", _fake_generate)
+  monkeypatch.setattr(evaluate_module, "rollout", _fake_rollout)
   examples = [_ex("a", "2"), _ex("b", "3"), _ex("a", "4"), _ex("b", "5")]
   ec = EvalConfig(num_examples=4, batch_size=2, num_samples=2, language_target="latin")
   rep = evaluate(None, None, FakeTokenizer(), examples, ec)
@@ -99,6 +104,15 @@ def test_per_task_breakdown(monkeypatch):
   assert "per_task" not in single and "language_greedy" not in single
 
 
+def test_a_short_last_batch_is_evaluated_too(monkeypatch):
+  monkeypatch.setattr(evaluate_module, "rollout", _fake_rollout)
+  examples = [_ex("a", "2"), _ex("b", "3"), _ex("a", "4")]
+  rep = evaluate(None, None, FakeTokenizer(), examples, EvalConfig(num_examples=3, batch_size=2, num_samples=2))
+  assert rep["num_examples"] == 3                            # 2 + a padded batch of 1, not 2
+  assert rep["per_task"]["a"]["num_examples"] == 2 and rep["per_task"]["b"]["num_examples"] == 1
+  np.testing.assert_allclose(rep["pass@1_sampled"], (1 + 0.5 + 1) / 3)
+
+
 # --- evaluate on a tiny model: reproducibility -------------------------------------------------------
 
 def test_same_seed_same_report(monkeypatch):
@@ -113,12 +127,12 @@ def test_same_seed_same_report(monkeypatch):
 
   def spy(*args, **kwargs):
     out = real(*args, **kwargs)
-    if not kwargs["greedy"]:
-      sampled.append(out[0])
+    if not kwargs["settings"].greedy:
+      sampled.append(out.texts)
     return out
 
-  real = evaluate_module._generate
-  monkeypatch.setattr(evaluate_module, "_generate", spy)
+  real = evaluate_module.rollout
+  monkeypatch.setattr(evaluate_module, "rollout", spy)
   ec = EvalConfig(num_examples=4, batch_size=2, max_prompt_len=24, max_new_tokens=6, num_samples=2,
                   language_target="latin")
   first = evaluate(cfg, variables, tok, examples, ec)

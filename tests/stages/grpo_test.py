@@ -1,4 +1,5 @@
 """The RL stage end to end on a tiny config: metrics, resume after SIGKILL, SIGTERM, dynamic sampling."""
+import dataclasses
 import json
 import os
 import signal
@@ -12,7 +13,7 @@ import pytest
 
 from r1jax.checkpoint import CheckpointManager
 from r1jax.config_utils import ConfigFieldError, build
-from r1jax.stages.grpo import RLStageConfig, _select_groups
+from r1jax.stages.grpo import RLStageConfig
 
 sys.path.insert(0, os.path.dirname(__file__))
 import _grpo_setup as setup  # noqa: E402
@@ -118,30 +119,22 @@ def test_dynamic_sampling_drops_zero_variance_groups_and_terminates(tmp_path, mo
 def test_the_advantage_estimator_is_the_configured_one(tmp_path, monkeypatch, estimator):
   from r1jax.stages import grpo
   from r1jax.rl import advantages
-  real_rollout, real_train_batch, seen = grpo._rollout, grpo._train_batch, []
+  real_rollout, real_train_batch, seen = grpo.rollout, grpo._train_batch, []
 
-  def rollout(*args):                  # rewards with variance in every group (a tiny random model has none)
-    r = real_rollout(*args)
-    r["rewards"] = (np.arange(len(r["rewards"])) % 3).astype(np.float32)
-    return r
+  def rollout(*args, **kwargs):        # rewards with variance in every group (a tiny random model has none)
+    r = real_rollout(*args, **kwargs)
+    return dataclasses.replace(r, rewards=(np.arange(len(r.rewards)) % 3).astype(np.float32))
 
   def train_batch(kept, adv, active):
-    seen.append((np.asarray(kept["rewards"]), np.asarray(adv)))
+    seen.append((np.asarray(kept.rewards), np.asarray(adv)))
     return real_train_batch(kept, adv, active)
 
-  monkeypatch.setattr(grpo, "_rollout", rollout)
+  monkeypatch.setattr(grpo, "rollout", rollout)
   monkeypatch.setattr(grpo, "_train_batch", train_batch)
   setup.run(str(tmp_path), 1, advantage_estimator=estimator)
   (rewards, adv), = seen
   np.testing.assert_allclose(adv, advantages.ADVANTAGE_ESTIMATORS[estimator](rewards, 4), rtol=1e-6, atol=1e-7)
   assert not np.allclose(adv, advantages.group_advantages(rewards, 4), atol=1e-3)   # not GRPO's
-
-
-def test_select_groups_keeps_whole_groups():
-  r = {"rewards": np.arange(8.0), "texts": list("abcdefgh"), "parts": {"accuracy": np.arange(8.0)}}
-  out = _select_groups(r, np.array([1]), 4)
-  np.testing.assert_array_equal(out["rewards"], [4, 5, 6, 7])
-  assert out["texts"] == list("efgh")
 
 
 @pytest.mark.parametrize("overrides,fragment", [

@@ -23,6 +23,7 @@ from r1jax.rewards import combine
 from r1jax.stages import rejection, standalone
 from r1jax.stages.rejection import RejectionConfig, read_traces, rejection_sample, select
 from r1jax.sampling import SampleOutput
+from r1jax.sampling import rollout as rollout_lib
 from r1jax.testing import FakeTokenizer, tiny_model_config
 
 TOK = FakeTokenizer(vocab_size=64)                     # the scripted sampler's
@@ -130,7 +131,7 @@ def scripted(monkeypatch):
   examples = _examples(5)
   template = get_template("compact")
   answers = {tuple(TOK.encode(template(ex["question"]), add_bos=True)): ex["answer"] for ex in examples}
-  monkeypatch.setattr(rejection, "sample", _scripted(answers, _completions))
+  monkeypatch.setattr(rollout_lib, "sample", _scripted(answers, _completions))
   return examples
 
 
@@ -207,7 +208,7 @@ def test_interrupted_run_resumes_to_the_same_bytes(variables, sp, tmp_path, monk
   rejection_sample(MODEL, variables, sp, ex, rc, straight, verbose=False)
 
   killed = tmp_path / "killed.jsonl"
-  real, calls = rejection.sample, []
+  real, calls = rejection.rollout, []
 
   def dies_on_the_third_batch(*args, **kw):
     calls.append(1)
@@ -215,7 +216,7 @@ def test_interrupted_run_resumes_to_the_same_bytes(variables, sp, tmp_path, monk
       raise KeyboardInterrupt("killed")
     return real(*args, **kw)
 
-  monkeypatch.setattr(rejection, "sample", dies_on_the_third_batch)
+  monkeypatch.setattr(rejection, "rollout", dies_on_the_third_batch)
   with pytest.raises(KeyboardInterrupt):
     rejection_sample(MODEL, variables, sp, ex, rc, killed, verbose=False)
   assert len(read_traces(straight)) > 0
@@ -230,7 +231,7 @@ def test_interrupted_run_resumes_to_the_same_bytes(variables, sp, tmp_path, monk
   with pytest.raises(JsonlError, match=f"{killed}:\\d+: malformed JSON"):
     read_traces(killed)
 
-  monkeypatch.setattr(rejection, "sample", real)
+  monkeypatch.setattr(rejection, "rollout", real)
   stats = rejection_sample(MODEL, variables, sp, ex, rc, killed, verbose=False)
   assert _lines(killed) == _lines(straight)
   assert len(read_traces(killed)) == stats["all"]["kept"]
@@ -247,7 +248,7 @@ def test_finished_stage_is_skipped_and_a_changed_config_refused(scripted, tmp_pa
   def no_sampling(*a, **kw):
     raise AssertionError("a finished stage must not sample")
 
-  monkeypatch.setattr(rejection, "sample", no_sampling)
+  monkeypatch.setattr(rejection, "rollout", no_sampling)
   assert rejection_sample(MODEL, None, TOK, scripted, rc, out, verbose=False) == first
   assert _lines(out) == before
   with pytest.raises(ValueError, match="different config"):
