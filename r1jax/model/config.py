@@ -7,6 +7,7 @@ that names the field and the value.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from typing import Any, Mapping
@@ -298,9 +299,15 @@ class ModelConfig:
   @classmethod
   def preset(cls, name: str, **overrides) -> "ModelConfig":
     """Named configurations: see PRESETS."""
-    if name not in PRESETS:
-      raise ValueError(f"unknown ModelConfig preset {name!r}; known: {sorted(PRESETS)}")
-    return cls(**{**PRESETS[name], **overrides})
+    return cls(**{**preset_fields(name), **overrides})
+
+
+def preset_fields(name: str) -> dict:
+  """A fresh copy of preset `name`'s fields (a plain dict, safe to edit): what the experiment configs
+  start their model sections from, so that `--config.model.hidden_size=...` overrides one field."""
+  if name not in PRESETS:
+    raise ValueError(f"unknown ModelConfig preset {name!r}; known: {sorted(PRESETS)}")
+  return copy.deepcopy(PRESETS[name])
 
 
 # `tiny`: every DeepSeek-V3 feature on (q_lora, group-limited routing, YaRN, shared experts, a dense first
@@ -340,5 +347,21 @@ _TINY_QWEN3_MOE = dict(
     max_position_embeddings=256, n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
     scoring_func="softmax", use_routing_bias=False, norm_topk_prob=True,
 )
+# The CPU experiments' models (configs/*.py); no vocab_size: the experiments set it from their tokenizer.
+# `cpu_moe`: a DeepSeek-V3-style MoE (MLA, 4 routed experts top-2 + 1 shared, first layer dense), the
+# R1-Zero base and R1 teacher. `cpu_qwen2`: the dense Qwen2-style distillation student (GQA with qkv bias,
+# tied embeddings).
+_CPU_MOE = dict(
+    hidden_size=128, intermediate_size=384, num_hidden_layers=3, num_attention_heads=4,
+    max_position_embeddings=256, n_routed_experts=4, n_shared_experts=1, moe_intermediate_size=96,
+    num_experts_per_tok=2, n_group=1, topk_group=1, routed_scaling_factor=1.0, first_k_dense_replace=1,
+    attention="mla", q_lora_rank=None, kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=16,
+    v_head_dim=32, initializer_range=0.02,
+)
+_CPU_QWEN2 = dict(
+    hidden_size=96, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+    attention="gqa", attention_bias=True, tie_word_embeddings=True, max_position_embeddings=256,
+    rope_theta=10000.0, initializer_range=0.02,
+)
 PRESETS = {"tiny": _TINY, "bench": _BENCH, "small": _SMALL, "tiny_qwen2": _TINY_QWEN2,
-           "tiny_qwen3_moe": _TINY_QWEN3_MOE}
+           "tiny_qwen3_moe": _TINY_QWEN3_MOE, "cpu_moe": _CPU_MOE, "cpu_qwen2": _CPU_QWEN2}

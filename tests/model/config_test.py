@@ -3,7 +3,7 @@ import jax
 import numpy as np
 import pytest
 
-from r1jax.model import ConfigError, ModelConfig, PRESETS, init_params
+from r1jax.model import ConfigError, ModelConfig, PRESETS, init_params, preset_fields
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -22,6 +22,27 @@ def test_bench_preset_is_the_benchmark_model():
   assert (c.qk_nope_head_dim, c.qk_rope_head_dim, c.v_head_dim) == (32, 16, 32)
   assert (c.intermediate_size, c.moe_intermediate_size, c.vocab_size) == (512, 128, 1024)
   assert 80e6 <= ModelConfig.preset("small").num_params() <= 120e6
+
+
+def test_cpu_presets_are_the_experiments_models():
+  """configs/*.py build their models from these; vocab_size comes from each experiment's tokenizer."""
+  moe, student = ModelConfig.preset("cpu_moe", vocab_size=296), ModelConfig.preset("cpu_qwen2", vocab_size=296)
+  assert "vocab_size" not in PRESETS["cpu_moe"] and "vocab_size" not in PRESETS["cpu_qwen2"]
+  assert (moe.attention, moe.n_routed_experts, moe.first_k_dense_replace, moe.moe_impl) == ("mla", 4, 1, "sorted")
+  assert (moe.num_params(), moe.num_params(active=True)) == (729056, 581600)
+  assert (student.attention, student.is_moe, student.attention_bias, student.tie_word_embeddings) == \
+      ("gqa", False, True, True)
+  assert student.num_params() == 333792
+
+
+def test_preset_fields_is_a_fresh_copy():
+  fields = preset_fields("tiny")
+  fields["hidden_size"] = 1
+  fields["rope_scaling"]["factor"] = 99.0
+  assert PRESETS["tiny"]["hidden_size"] == 32 and PRESETS["tiny"]["rope_scaling"]["factor"] == 4.0
+  assert ModelConfig(**preset_fields("cpu_moe")) == ModelConfig.preset("cpu_moe")
+  with pytest.raises(ValueError, match="unknown ModelConfig preset 'huge'.*cpu_moe"):
+    preset_fields("huge")
 
 
 def test_config_is_hashable_and_round_trips():
