@@ -11,16 +11,14 @@ tokenizer. `distill.distill.top_k=0` turns token-level KD off (pure SFT on the t
 import ml_collections
 
 from r1jax.config_utils import config_argument
+from r1jax.model import preset_fields
 
 
 def get_config(arg: str | None = None):
   arg = config_argument(arg, ("runlocal",), "configs/distill.py")
   runlocal = arg == "runlocal"
   c = ml_collections.ConfigDict()
-  c.student = dict(
-      hidden_size=96, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
-      attention="gqa", attention_bias=True, tie_word_embeddings=True, max_position_embeddings=256,
-      rope_theta=10000.0, initializer_range=0.02)
+  c.student = preset_fields("cpu_qwen2")   # unused when the student starts from an exported model
   steps = 10 if runlocal else 150
   c.distill = dict(
       num_steps=steps, batch_size=16, seq_len=192, log_every=min(25, steps), checkpoint_every=50,

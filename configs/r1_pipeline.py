@@ -14,8 +14,8 @@ their columns in words, the ones column usually in English and the tens column u
 """
 import ml_collections
 
-from configs.r1_zero import tiny_moe
 from r1jax.config_utils import config_argument
+from r1jax.model import preset_fields
 
 
 def get_config(arg: str | None = None):
@@ -37,13 +37,11 @@ def get_config(arg: str | None = None):
   c.tokenizer = dict(vocab_size=320, model_type="bpe")
   c.template = "compact"
 
-  # Models. The teacher: a tiny DeepSeek-V3-style MoE (MLA, shared expert, first layer dense).
-  c.model = tiny_moe()
+  # Models (r1jax.model presets; vocab_size is set from the tokenizer). The teacher: a tiny DeepSeek-V3-style
+  # MoE (MLA, shared expert, first layer dense).
+  c.model = preset_fields("cpu_moe")
   # The student: a smaller dense Qwen2-style model (GQA with qkv bias, tied embeddings).
-  c.student = dict(
-      hidden_size=96, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
-      attention="gqa", attention_bias=True, tie_word_embeddings=True, max_position_embeddings=256,
-      rope_theta=10000.0, initializer_range=0.02)
+  c.student = preset_fields("cpu_qwen2")
   if tiny:
     c.model.update(hidden_size=32, intermediate_size=64, num_hidden_layers=2, moe_intermediate_size=32,
                    kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=8, v_head_dim=8)

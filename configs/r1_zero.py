@@ -10,17 +10,7 @@ mediocre greedy and sampled; GRPO with accuracy + format rewards selects the wor
 import ml_collections
 
 from r1jax.config_utils import config_argument
-
-
-def tiny_moe() -> dict:
-  """The tiny DeepSeek-V3-style MoE the CPU experiments use (MLA, 4 routed experts top-2 + 1 shared, first
-  layer dense); r1jax.model.ModelConfig fields, vocab_size set from the tokenizer."""
-  return dict(
-      hidden_size=128, intermediate_size=384, num_hidden_layers=3, num_attention_heads=4,
-      max_position_embeddings=256, n_routed_experts=4, n_shared_experts=1, moe_intermediate_size=96,
-      num_experts_per_tok=2, n_group=1, topk_group=1, routed_scaling_factor=1.0, first_k_dense_replace=1,
-      attention="mla", q_lora_rank=None, kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=16,
-      v_head_dim=32, moe_impl="sorted", initializer_range=0.02)
+from r1jax.model import preset_fields
 
 
 def get_config(arg: str | None = None):
@@ -37,8 +27,9 @@ def get_config(arg: str | None = None):
   c.tokenizer = dict(vocab_size=296, model_type="bpe")  # SentencePiece (256 byte-fallback pieces)
   c.template = "compact"                                 # "Q: {question}\nA: <think>"
 
-  # Model (r1jax.model.ModelConfig fields; vocab_size is set from the tokenizer).
-  c.model = tiny_moe()
+  # Model: r1jax.model.ModelConfig fields, the `cpu_moe` preset (a tiny DeepSeek-V3-style MoE: MLA, 4 routed
+  # experts top-2 + 1 shared, first layer dense); vocab_size is set from the tokenizer.
+  c.model = preset_fields("cpu_moe")
 
   # Pretraining (r1jax.stages.lm.LMStageConfig).
   c.pretrain = dict(

@@ -8,15 +8,15 @@ for fine-tuning. Without --init a model is trained from scratch with `model` (vo
 """
 import ml_collections
 
-from configs.r1_zero import tiny_moe
 from r1jax.config_utils import config_argument
+from r1jax.model import preset_fields
 
 
 def get_config(arg: str | None = None):
   arg = config_argument(arg, ("runlocal",), "configs/sft.py")
   runlocal = arg == "runlocal"
   c = ml_collections.ConfigDict()
-  c.model = tiny_moe()   # used only without --init
+  c.model = preset_fields("cpu_moe")   # used only without --init
   steps = 10 if runlocal else 150
   c.sft = dict(
       num_steps=steps, batch_size=16, seq_len=192, log_every=min(25, steps), checkpoint_every=50,
