@@ -3,10 +3,13 @@
 Experiments keep every knob in an ml-collections ConfigDict; library code takes dataclasses. `build`
 converts one section at the boundary and validates it completely before anything is compiled:
 unknown keys, wrong types and bad values fail with the dotted path of the field (config.rl.grpo.beta).
+The experiments' inputs (data, tokenizer, models) are config fields too: `input_path` and `input_paths`
+read them, failing on an empty required field or a path that does not exist.
 """
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing
 from typing import Any, Mapping
 
@@ -57,3 +60,38 @@ def config_argument(arg: str | None, allowed: tuple[str, ...], config_file: str)
   valid = ", ".join(repr(a) for a in allowed)
   raise ConfigFieldError(
       f"{config_file}: unknown config argument {arg!r}; valid: {valid} (or none, for the default run)")
+
+
+def _path_field(c: Any, field: str) -> str:
+  value = c[field]
+  if not isinstance(value, str):
+    raise ConfigFieldError(f"config.{field}={value!r}: must be a path (a string)")
+  return value
+
+
+def input_path(c: Any, field: str, what: str, *, required: bool = True) -> str:
+  """The path in the string field `c.<field>`, checked before any work: "" when optional and empty.
+
+  `what` describes the input for the error messages. An empty required field raises ConfigFieldError
+  ("config.<field> is required: <what>"); a path that does not exist raises FileNotFoundError naming the
+  field and the path.
+  """
+  path = _path_field(c, field)
+  if not path:
+    if required:
+      raise ConfigFieldError(f"config.{field} is required: {what} (set --config.{field}=PATH)")
+    return ""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"config.{field}={path!r} does not exist ({what})")
+  return path
+
+
+def input_paths(c: Any, field: str, what: str) -> list[str]:
+  """The comma-separated paths in `c.<field>` (at least one), each checked as `input_path` does."""
+  paths = [p.strip() for p in _path_field(c, field).split(",") if p.strip()]
+  if not paths:
+    raise ConfigFieldError(f"config.{field} is required: {what} (set --config.{field}=PATH[,PATH...])")
+  for path in paths:
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"config.{field}: {path!r} does not exist ({what})")
+  return paths

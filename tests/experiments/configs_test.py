@@ -1,13 +1,14 @@
-"""Every config validates the argument after the colon in `--config=FILE:ARG`."""
+"""Every config validates the argument after the colon in `--config=FILE:ARG`; input fields are checked."""
 import importlib
 import os
 import pathlib
 import subprocess
 import sys
 
+import ml_collections
 import pytest
 
-from r1jax.config_utils import ConfigFieldError
+from r1jax.config_utils import ConfigFieldError, input_path, input_paths
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CONFIGS = sorted(p.stem for p in (ROOT / "configs").glob("*.py") if not p.stem.startswith("_"))
@@ -43,3 +44,28 @@ def test_the_main_job_refuses_a_typo_before_doing_anything(tmp_path):
   assert proc.returncode != 0
   assert "unknown config argument 'runlocl'" in proc.stderr and "'runlocal'" in proc.stderr
   assert not workdir.exists()
+
+
+def test_input_fields_fail_naming_the_field_and_the_path(tmp_path):
+  a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+  a.write_text("")
+  b.write_text("")
+  c = ml_collections.ConfigDict(dict(tokenizer="", init="", data=f"{a}, {b},", count=3))
+  with pytest.raises(ConfigFieldError, match=r"^config\.tokenizer is required: the .model file \(set "
+                     r"--config\.tokenizer=PATH\)$"):
+    input_path(c, "tokenizer", "the .model file")
+  assert input_path(c, "init", "a model", required=False) == ""
+  c.init = str(tmp_path / "nope")
+  with pytest.raises(FileNotFoundError, match=r"^config\.init='.*nope' does not exist \(a model\)$"):
+    input_path(c, "init", "a model", required=False)
+  c.init = str(tmp_path)
+  assert input_path(c, "init", "a model") == str(tmp_path)
+  with pytest.raises(ConfigFieldError, match=r"^config\.count=3: must be a path"):
+    input_path(c, "count", "a file")
+  assert input_paths(c, "data", "traces") == [str(a), str(b)]
+  c.data = f"{a},{tmp_path}/gone.jsonl"
+  with pytest.raises(FileNotFoundError, match=r"^config\.data: '.*gone\.jsonl' does not exist \(traces\)$"):
+    input_paths(c, "data", "traces")
+  c.data = " , "
+  with pytest.raises(ConfigFieldError, match=r"^config\.data is required: traces"):
+    input_paths(c, "data", "traces")
