@@ -33,7 +33,7 @@ from r1jax.model import ModelConfig
 from r1jax.stages import evaluate, exported
 from r1jax.stages.grpo import RLStageConfig
 from r1jax.stages.lm import LMStageConfig
-from r1jax.stages.rejection import RejectionConfig, rejection_sample
+from r1jax.stages.rejection import TRACES, RejectionConfig, rejection_sample
 from r1jax.stages.writers import MetricsWriter
 
 
@@ -70,7 +70,7 @@ def validate(c, vocab_size: int = 64) -> dict:
 def _rejection(stage_dir: str, model_dir: str, tok, examples, rc: RejectionConfig) -> list[dict]:
   """Rejection sampling into stage_dir/traces.jsonl (skipped when finished); returns the kept traces."""
   os.makedirs(stage_dir, exist_ok=True)
-  path = os.path.join(stage_dir, "traces.jsonl")
+  path = os.path.join(stage_dir, TRACES)
   if not os.path.exists(path + ".stats.json"):
     cfg, variables, _ = load_model(model_dir)
     rejection_sample(cfg, variables, tok, examples, rc, path, source=model_dir)
@@ -141,7 +141,7 @@ def _report(c, workdir: str, reports: dict, times: dict, t0: float) -> dict:
                 title=f"{ROWS[stage]} GRPO (training rollouts)")
   acceptance = {}
   for stage in RS_STAGES:
-    with open(os.path.join(workdir, stage, "traces.jsonl.stats.json")) as f:
+    with open(os.path.join(workdir, stage, TRACES + ".stats.json")) as f:
       stats = json.load(f)
     acceptance[stage] = {t: v for t, v in stats["tasks"].items()}
   lines = [f"# R1 pipeline on {c.task.name} ({reports[ROWS['pretrain']]['num_examples']} held-out problems)", "",

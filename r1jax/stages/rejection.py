@@ -48,6 +48,9 @@ from r1jax.data.templates import get_template, response_prefix
 from r1jax.sampling.rollout import RewardScorer, RolloutSettings, check_reward_names, rollout
 
 PREFER = ("shortest", "random")
+# The traces' file name inside a rejection-sampling directory (the pipeline's rs_* stages, the standalone
+# job's workdir); TRACES + ".progress.json" and TRACES + ".stats.json" sit beside it.
+TRACES = "traces.jsonl"
 _COUNTERS = ("prompts", "samples", "passed", "kept", "prompts_with_kept")
 
 
