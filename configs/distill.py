@@ -1,9 +1,9 @@
 """Distil a dense student from a teacher's traces (sequence level, as R1's distilled models) plus, optionally,
 token-level KD against the teacher's top-k log-probs on the same traces.
 
-    python -m experiments.distill --config=configs/distill.py --data=runs/r1/rs_r1/traces.jsonl \
-        --tokenizer=runs/r1/tokenizer.model --teacher=runs/r1/sft_r1/model \
-        [--student_init=runs/r1/student_pretrain/model] --workdir=runs/distill
+    python -m experiments.distill --config=configs/distill.py --config.data=runs/r1/rs_r1/traces.jsonl \
+        --config.tokenizer=runs/r1/tokenizer.model --config.teacher=runs/r1/sft_r1/model \
+        [--config.student_init=runs/r1/student_pretrain/model] --workdir=runs/distill
 
 The student is a Qwen2-style dense model (GQA, qkv bias, tied embeddings); it shares the teacher's
 tokenizer. `distill.distill.top_k=0` turns token-level KD off (pure SFT on the traces).
@@ -18,7 +18,13 @@ def get_config(arg: str | None = None):
   arg = config_argument(arg, ("runlocal",), "configs/distill.py")
   runlocal = arg == "runlocal"
   c = ml_collections.ConfigDict()
-  c.student = preset_fields("cpu_qwen2")   # unused when the student starts from an exported model
+  # Inputs (required unless marked optional).
+  c.data = ""                              # comma-separated JSONL trace files (the teacher's)
+  c.tokenizer = ""                         # the SentencePiece .model file shared by teacher and student
+  c.teacher = ""                           # the exported teacher model directory
+  c.student_init = ""                      # optional: an exported student to start from (empty: `student`)
+
+  c.student = preset_fields("cpu_qwen2")   # used only without `student_init`
   steps = 10 if runlocal else 150
   c.distill = dict(
       num_steps=steps, batch_size=16, seq_len=192, log_every=min(25, steps), checkpoint_every=50,

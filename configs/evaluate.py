@@ -1,8 +1,8 @@
 """Evaluation of exported models on a held-out split: pass@1 (greedy and sampled), pass@k, maj@k, format,
 language consistency, length.
 
-    python -m experiments.evaluate --config=configs/evaluate.py --tokenizer=runs/r1/tokenizer.model \
-        --models=base=runs/r1/pretrain/model,r1_zero=runs/r1/r1_zero/model --out=runs/r1/eval
+    python -m experiments.evaluate --config=configs/evaluate.py --config.tokenizer=runs/r1/tokenizer.model \
+        --config.models=base=runs/r1/pretrain/model,r1_zero=runs/r1/r1_zero/model --workdir=runs/r1/eval
     python -m experiments.evaluate --config=configs/evaluate.py:runlocal ...   # 40 problems, 4 samples
 
 Every model is scored on the same problems with the same sampling seed, so rows of the table differ
@@ -17,6 +17,10 @@ def get_config(arg: str | None = None):
   arg = config_argument(arg, ("runlocal",), "configs/evaluate.py")
   runlocal = arg == "runlocal"
   c = ml_collections.ConfigDict()
+  # Inputs (required).
+  c.models = ""                                        # name=DIR,name=DIR,...: exported models, in table order
+  c.tokenizer = ""                                     # the SentencePiece .model file they were trained with
+
   c.seed = 0                                           # which problems are drawn (procedural tasks)
 
   # Held-out problems: r1jax.data.tasks.get(name, **rest).examples(split, seed=seed, num=num_problems).

@@ -1,7 +1,7 @@
 """GRPO from an exported model on a task's train split (experiments/grpo.py): the RL stage on its own.
 
-    python -m experiments.grpo --config=configs/grpo.py --init=runs/r1/pretrain/model \
-        --tokenizer=runs/r1/tokenizer.model --workdir=runs/grpo
+    python -m experiments.grpo --config=configs/grpo.py --config.init=runs/r1/pretrain/model \
+        --config.tokenizer=runs/r1/tokenizer.model --workdir=runs/grpo
 
 Defaults match configs/r1_zero.py's RL stage (R1-Zero: accuracy + format rewards, DAPO token-mean loss
 with clip-higher and dynamic sampling). Add ("language_consistency", w) to `rl.reward_weights` for R1's
@@ -18,6 +18,10 @@ def get_config(arg: str | None = None):
   runlocal = arg == "runlocal"
   base = r1_zero.get_config(arg)
   c = ml_collections.ConfigDict()
+  # Inputs (required).
+  c.init = ""                                   # the exported model to start from (and the reference policy)
+  c.tokenizer = ""                              # the SentencePiece .model file it was trained with
+
   c.seed = 0
   c.task = base.task.to_dict()                  # r1jax.data.tasks.get(name, **rest)
   c.num_train_problems = base.num_train_problems

@@ -1,8 +1,10 @@
 """Rejection sampling from an exported RL checkpoint: K samples per problem, keep the correct, formatted ones.
 
     python -m experiments.rejection_sample --config=configs/rejection_sample.py \
-        --model=runs/r1_zero/model --tokenizer=runs/r1_zero/tokenizer.model --out=runs/r1_zero/traces.jsonl
+        --config.model=runs/r1/r1_zero/model --config.tokenizer=runs/r1/tokenizer.model --workdir=runs/rs
     python -m experiments.rejection_sample --config=configs/rejection_sample.py:runlocal ...   # a small run
+
+The traces go to WORKDIR/traces.jsonl (traces.jsonl.progress.json and traces.jsonl.stats.json beside it).
 
 The defaults match configs/r1_zero.py (2-digit addition, the compact template, 24 prompt tokens and 40
 new tokens), whose RL policy is the model this stage is meant to read. The problems are the train split:
@@ -17,6 +19,10 @@ def get_config(arg: str | None = None):
   arg = config_argument(arg, ("runlocal",), "configs/rejection_sample.py")
   runlocal = arg == "runlocal"
   c = ml_collections.ConfigDict()
+  # Inputs (required).
+  c.model = ""                                           # the exported model directory to sample from
+  c.tokenizer = ""                                       # the SentencePiece .model file it was trained with
+
   c.seed = 0                                             # which problems are drawn
   c.task = dict(name="arithmetic", digits=2, ops="+")   # r1jax.data.tasks.get(name, **rest)
   c.split = "train"

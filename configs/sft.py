@@ -1,10 +1,10 @@
 """SFT on JSONL traces ({"prompt", "completion"} per line, e.g. from experiments/rejection_sample.py).
 
-    python -m experiments.sft --config=configs/sft.py --data=runs/r1/rs_cold/traces.jsonl \
-        --tokenizer=runs/r1/tokenizer.model --init=runs/r1/pretrain/model --workdir=runs/sft
+    python -m experiments.sft --config=configs/sft.py --config.data=runs/r1/rs_cold/traces.jsonl \
+        --config.tokenizer=runs/r1/tokenizer.model --config.init=runs/r1/pretrain/model --workdir=runs/sft
 
 Completion-only loss on packed rows (prompts are context, never targets); the router bias is frozen, as
-for fine-tuning. Without --init a model is trained from scratch with `model` (vocab from the tokenizer).
+for fine-tuning. Without `init` a model is trained from scratch with `model` (vocab from the tokenizer).
 """
 import ml_collections
 
@@ -16,7 +16,12 @@ def get_config(arg: str | None = None):
   arg = config_argument(arg, ("runlocal",), "configs/sft.py")
   runlocal = arg == "runlocal"
   c = ml_collections.ConfigDict()
-  c.model = preset_fields("cpu_moe")   # used only without --init
+  # Inputs (required unless marked optional).
+  c.data = ""                          # comma-separated JSONL trace files
+  c.tokenizer = ""                     # the SentencePiece .model file
+  c.init = ""                          # optional: the exported model to fine-tune (empty: `model` from scratch)
+
+  c.model = preset_fields("cpu_moe")   # used only without `init`
   steps = 10 if runlocal else 150
   c.sft = dict(
       num_steps=steps, batch_size=16, seq_len=192, log_every=min(25, steps), checkpoint_every=50,

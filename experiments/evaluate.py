@@ -1,12 +1,13 @@
 """Evaluates exported models side by side on a held-out split: pass@1 (greedy, sampled), pass@k, maj@k.
 
-    python -m experiments.evaluate --config=configs/evaluate.py --tokenizer=runs/r1/tokenizer.model \
-        --models=base=runs/r1/pretrain/model,r1_zero=runs/r1/r1_zero/model --out=runs/r1/eval
+    python -m experiments.evaluate --config=configs/evaluate.py --config.tokenizer=runs/r1/tokenizer.model \
+        --config.models=base=runs/r1/pretrain/model,r1_zero=runs/r1/r1_zero/model --workdir=runs/r1/eval
 
-Models are directories written by `r1jax.checkpoint.save_model`. Writes to --out: <name>.json per model
-(a cache: a rerun skips models already evaluated with the same settings, so a killed run resumes),
-results.json (every report), results.md (the table) and results.png (a bar chart of the rates). The
-evaluation itself is r1jax.stages.evaluate.run.
+Every input is a config field: `models` (name=DIR,..., exported by `r1jax.checkpoint.save_model`, in table
+order) and `tokenizer`; an empty one, or a path that does not exist, fails before any work. Writes to the
+workdir: <name>.json per model (a cache: a rerun skips models already evaluated with the same settings,
+so a killed run resumes), results.json (every report), results.md (the table) and results.png (a bar
+chart of the rates). The evaluation itself is r1jax.stages.evaluate.run_from_config.
 """
 from __future__ import annotations
 
@@ -20,19 +21,16 @@ def _define_flags():
   """Defined only when run as a script, so that importing this module defines no flags."""
   config_flags.DEFINE_config_file("config", None, "Evaluation config (configs/evaluate.py).",
                                   lock_config=True)
-  flags.DEFINE_string("models", None, "name1=DIR1,name2=DIR2: exported model directories, in table order.")
-  flags.DEFINE_string("tokenizer", None, "SentencePiece .model file the models were trained with.")
-  flags.DEFINE_string("out", None, "Output directory (resumed if it exists).")
+  flags.DEFINE_string("workdir", None, "Output directory (resumed if it exists).")
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)   # Orbax logs every restore at INFO
-  f = flags.FLAGS
-  evaluate.run(f.config, evaluate.parse_models(f.models), f.tokenizer, f.out)
+  evaluate.run_from_config(flags.FLAGS.config, flags.FLAGS.workdir)
 
 
 if __name__ == "__main__":
   _define_flags()
-  flags.mark_flags_as_required(["config", "models", "tokenizer", "out"])
+  flags.mark_flags_as_required(["config", "workdir"])
   app.run(main)

@@ -1,10 +1,12 @@
 """SFT (cold start, round-2 SFT) on JSONL traces: configs/sft.py.
 
-    python -m experiments.sft --config=configs/sft.py --data=A.jsonl[,B.jsonl] --tokenizer=T.model \
-        [--init=MODEL_DIR] --workdir=DIR
+    python -m experiments.sft --config=configs/sft.py --config.data=A.jsonl[,B.jsonl] \
+        --config.tokenizer=T.model [--config.init=MODEL_DIR] --workdir=DIR
 
-Writes DIR/checkpoints, DIR/metrics.jsonl and, when finished, the exported model DIR/model. Rerunning
-resumes a killed run and skips a finished one. The job itself is r1jax.stages.standalone.run_sft.
+Every input is a config field (data, tokenizer, init); an empty required one, or a path that does not
+exist, fails before any work. Writes DIR/checkpoints, DIR/metrics.jsonl and, when finished, the exported
+model DIR/model. Rerunning resumes a killed run and skips a finished one. The job itself is
+r1jax.stages.standalone.run_sft.
 """
 from __future__ import annotations
 
@@ -14,18 +16,19 @@ from ml_collections import config_flags
 from r1jax.stages import standalone
 
 
+def _define_flags():
+  """Defined only when run as a script, so that importing this module defines no flags."""
+  config_flags.DEFINE_config_file("config", None, "SFT config (configs/sft.py).", lock_config=True)
+  flags.DEFINE_string("workdir", None, "Output directory (resumed if it exists).")
+
+
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  f = flags.FLAGS
-  print(standalone.run_sft(f.config, f.data.split(","), f.tokenizer, f.workdir, init=f.init))
+  print(standalone.run_sft(flags.FLAGS.config, flags.FLAGS.workdir))
 
 
 if __name__ == "__main__":
-  config_flags.DEFINE_config_file("config", None, "SFT config (configs/sft.py).", lock_config=True)
-  flags.DEFINE_string("data", None, "Comma-separated JSONL trace files.")
-  flags.DEFINE_string("tokenizer", None, "SentencePiece .model file.")
-  flags.DEFINE_string("init", "", "Exported model to fine-tune (empty: train config.model from scratch).")
-  flags.DEFINE_string("workdir", None, "Output directory (resumed if it exists).")
-  flags.mark_flags_as_required(["config", "data", "tokenizer", "workdir"])
+  _define_flags()
+  flags.mark_flags_as_required(["config", "workdir"])
   app.run(main)

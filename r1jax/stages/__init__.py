@@ -8,7 +8,7 @@ The stages, on in-memory models:
   r1jax.stages.writers     JSONL / TensorBoard metrics, the progress line, preemption signals
 The jobs, over exported model directories, each what one script in experiments/ runs:
   r1jax.stages.exported    LM and GRPO stages that end in an exported model and skip finished work
-  r1jax.stages.standalone  SFT, distillation, GRPO and rejection sampling from a config and flags
+  r1jax.stages.standalone  SFT, distillation, GRPO and rejection sampling, inputs included in the config
   r1jax.stages.evaluate    exported models side by side on a held-out split, with a per-model cache
   r1jax.stages.r1_zero     R1-Zero end to end: pretraining, GRPO, evaluation and a report
   r1jax.stages.pipeline    the full DeepSeek-R1 pipeline, from pretraining to distillation, and its report

@@ -6,7 +6,9 @@
 Models are directories written by `r1jax.checkpoint.save_model`. Writes to the output directory:
 <name>.json per model (a cache: a rerun skips models already evaluated with the same settings, so a
 killed run resumes), results.json (every report), results.md (the table) and results.png (a bar chart of
-the rates). The command line is `python -m experiments.evaluate`; the R1 pipeline calls `run` too.
+the rates). The R1 pipeline calls `run`; the command line, `python -m experiments.evaluate`, calls
+`run_from_config`, which reads the models and the tokenizer from the config's `models` and `tokenizer`
+fields.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import re
 from absl import logging
 
 from r1jax.checkpoint import is_model, load_config, load_model
-from r1jax.config_utils import build
+from r1jax.config_utils import ConfigFieldError, build, input_path
 from r1jax.data import SentencePieceTokenizer, get_template
 from r1jax.data.jsonl import write_json
 from r1jax.data import tasks
@@ -31,16 +33,44 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 
 
 def parse_models(spec: str) -> dict[str, str]:
-  """"a=DIR1,b=DIR2" -> {"a": "DIR1", "b": "DIR2"}, keeping the order (the table's row order)."""
+  """"a=DIR1,b=DIR2" (config.models) -> {"a": "DIR1", "b": "DIR2"}, keeping the order (the table's row order)."""
   models: dict[str, str] = {}
   for item in filter(None, (s.strip() for s in spec.split(","))):
     name, sep, path = item.partition("=")
     if not sep or not name.strip() or not path.strip():
-      raise ValueError(f"--models: {item!r} is not name=DIR")
+      raise ConfigFieldError(f"config.models: {item!r} is not name=DIR")
     if name.strip() in models:
-      raise ValueError(f"--models: model name {name.strip()!r} given twice")
+      raise ConfigFieldError(f"config.models: model name {name.strip()!r} given twice")
     models[name.strip()] = path.strip()
   return models
+
+
+MODELS = "name=DIR,name=DIR,...: the exported model directories to evaluate, in table order"
+TOKENIZER = "the SentencePiece .model file the models were trained with"
+
+
+def config_inputs(c) -> tuple[dict[str, str], str]:
+  """(models, tokenizer path) from the fields c.models ("name=DIR,...") and c.tokenizer, checked before any
+  work: an empty field, a malformed entry or a path that does not exist fails naming the field."""
+  if not isinstance(c.models, str):
+    raise ConfigFieldError(f"config.models={c.models!r}: must be a string ({MODELS})")
+  models = parse_models(c.models)
+  if not models:
+    raise ConfigFieldError(f"config.models is required: {MODELS} (set --config.models=base=DIR1,r1=DIR2)")
+  for name, path in models.items():
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"config.models: model {name!r}: {path!r} does not exist")
+  return models, input_path(c, "tokenizer", TOKENIZER)
+
+
+def validate_config(c):
+  """(EvalConfig, task) of the config's evaluation fields (eval, template, task, split)."""
+  ec = build(EvalConfig, c.eval, "config.eval")
+  get_template(c.template)
+  task = tasks.get(c.task.name, **{k: v for k, v in c.task.items() if k != "name"})
+  if c.split not in task.splits:
+    raise ValueError(f"config.split={c.split!r}: task {c.task.name!r} has splits {list(task.splits)}")
+  return ec, task
 
 
 def validate(c, models: dict[str, str], tokenizer_path: str):
@@ -50,11 +80,7 @@ def validate(c, models: dict[str, str], tokenizer_path: str):
   model name or an unknown task, FileNotFoundError naming the model whose directory is not a finished
   export (or a missing tokenizer).
   """
-  ec = build(EvalConfig, c.eval, "config.eval")
-  get_template(c.template)
-  task = tasks.get(c.task.name, **{k: v for k, v in c.task.items() if k != "name"})
-  if c.split not in task.splits:
-    raise ValueError(f"config.split={c.split!r}: task {c.task.name!r} has splits {list(task.splits)}")
+  ec, task = validate_config(c)
   if not models:
     raise ValueError("no models to evaluate")
   for name, path in models.items():
@@ -85,6 +111,13 @@ def _read_cache(path: str, setup: dict) -> dict | None:
     logging.warning("%s was evaluated with other settings; evaluating again", path)
     return None
   return report
+
+
+def run_from_config(c, workdir: str) -> dict:
+  """configs/evaluate.py's job: evaluates the models of c.models with the tokenizer c.tokenizer into workdir."""
+  validate_config(c)                                                  # a bad field fails first
+  models, tokenizer_path = config_inputs(c)
+  return run(c, models, tokenizer_path, workdir)
 
 
 def run(c, models: dict[str, str], tokenizer_path: str, out_dir: str) -> dict:

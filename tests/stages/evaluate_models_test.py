@@ -1,6 +1,7 @@
 """r1jax.stages.evaluate (behind experiments/evaluate.py): validates before any work, evaluates exported
 models, caches and resumes."""
 import json
+import re
 
 import jax
 import numpy as np
@@ -53,8 +54,42 @@ def test_parse_models():
   assert ev.parse_models("a=/x/a, b=rel/b") == {"a": "/x/a", "b": "rel/b"}
   assert list(ev.parse_models("z=1,a=2")) == ["z", "a"]          # command-line order = table order
   for bad in ["a", "a=", "=d", "a=1,a=2"]:
-    with pytest.raises(ValueError, match="--models"):
+    with pytest.raises(ConfigFieldError, match="config.models"):
       ev.parse_models(bad)
+
+
+def test_run_from_config_reads_the_inputs_from_the_config(setup, tmp_path, monkeypatch):
+  models, tok_path = setup
+  seen = []
+  monkeypatch.setattr(ev, "run", lambda *args: seen.append(args) or "reports")
+  c = _config()
+  c.models, c.tokenizer = f"r1={models['r1']}, base={models['base']}", tok_path
+  assert ev.run_from_config(c, str(tmp_path / "eval")) == "reports"
+  assert seen == [(c, {"r1": models["r1"], "base": models["base"]}, tok_path, str(tmp_path / "eval"))]
+
+
+def test_run_from_config_fails_first_on_a_missing_input(setup, tmp_path, monkeypatch):
+  """An empty field, a malformed entry or a path that does not exist fails naming the field and the path."""
+  models, tok_path = setup
+  monkeypatch.setattr(ev, "run", lambda *args: pytest.fail("work started before the inputs were checked"))
+  nope = str(tmp_path / "nope")
+  for models_field, tokenizer, error, match in [
+      ("", tok_path, ConfigFieldError, r"^config\.models is required: name=DIR.*--config\.models="),
+      (f"base={models['base']}", "", ConfigFieldError, r"^config\.tokenizer is required: the SentencePiece"),
+      (f"base={models['base']},{nope}", tok_path, ConfigFieldError, r"config\.models: '.*nope' is not name=DIR"),
+      (f"base={models['base']},r1={nope}", tok_path, FileNotFoundError,
+       rf"config\.models: model 'r1': '{re.escape(nope)}' does not exist"),
+      (f"base={models['base']}", nope, FileNotFoundError, rf"config\.tokenizer='{re.escape(nope)}' does not exist"),
+  ]:
+    c = _config()
+    c.models, c.tokenizer = models_field, tokenizer
+    with pytest.raises(error, match=match):
+      ev.run_from_config(c, str(tmp_path / "eval"))
+  c = _config()                                                    # a bad field fails before the inputs
+  c.eval.num_samples = 0
+  with pytest.raises(ConfigFieldError, match="config.eval: EvalConfig.num_samples=0"):
+    ev.run_from_config(c, str(tmp_path / "eval"))
+  assert not (tmp_path / "eval").exists()
 
 
 def test_run_writes_results_and_resumes(setup, tmp_path, monkeypatch):

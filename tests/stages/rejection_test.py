@@ -294,16 +294,19 @@ def test_experiment_run_on_an_exported_model(variables, sp, tmp_path):
   c.task.digits = 1
   c.num_problems = 3
   c.rejection.update(dict(SMALL, min_rewards=(), max_per_prompt=1))
-  out = str(tmp_path / "out" / "traces.jsonl")
-  stats = standalone.run_rejection_sample(c, model_dir, tok_path, out)
+  c.model, c.tokenizer = model_dir, tok_path
+  stats = standalone.run_rejection_sample(c, str(tmp_path / "out"))
+  out = str(tmp_path / "out" / "traces.jsonl")              # the pipeline's rs_* layout
   _check_counts(stats)
   assert stats["source"] == model_dir and stats["all"]["prompts"] == 3 and stats["all"]["samples"] == 12
   recs = read_traces(out)
   assert len(recs) == stats["all"]["kept"] > 0
   assert all(r["source"] == model_dir and r["prompt"].endswith("<think>") for r in recs)
-  assert os.path.exists(out + ".stats.json")
+  assert sorted(os.listdir(tmp_path / "out")) == ["traces.jsonl", "traces.jsonl.stats.json"]   # progress: removed
   # A model whose vocabulary is too small for the tokenizer fails before its weights load.
   small = str(tmp_path / "small")
   save_model(small, tiny_model_config(), {"params": {"w": np.zeros(1, np.float32)}})
+  c.model = small
   with pytest.raises(ValueError, match="not the tokenizer it was trained with"):
-    standalone.run_rejection_sample(c, small, tok_path, str(tmp_path / "x.jsonl"))
+    standalone.run_rejection_sample(c, str(tmp_path / "x"))
+  assert not (tmp_path / "x").exists()

@@ -1,6 +1,7 @@
 """The standalone jobs (r1jax.stages.standalone: SFT, distillation, GRPO) end to end on tiny models into temp
-workdirs."""
+workdirs, with their inputs as config fields; an empty required input or a missing path fails first."""
 import json
+import re
 
 import jax
 import numpy as np
@@ -44,7 +45,8 @@ def _small(c, section):
 def test_sft_from_a_checkpoint_then_skips_when_finished(setup, tmp_path, monkeypatch):
   tok_path, data, teacher = setup
   c = _small(sft_config.get_config("runlocal"), "sft")
-  out = standalone.run_sft(c, [data], tok_path, str(tmp_path / "sft"), init=teacher)
+  c.data, c.tokenizer, c.init = data, tok_path, teacher
+  out = standalone.run_sft(c, str(tmp_path / "sft"))
   assert is_model(out)
   cfg, variables, meta = load_model(out)
   assert cfg == load_model(teacher)[0] and meta["init"] == teacher
@@ -54,14 +56,15 @@ def test_sft_from_a_checkpoint_then_skips_when_finished(setup, tmp_path, monkeyp
   assert any(not np.array_equal(a, b) for a, b in zip(t0, jax.tree.leaves(variables)))   # it trained
 
   monkeypatch.setattr(exported, "run_lm_stage", lambda *a, **k: pytest.fail("a finished stage ran again"))
-  assert standalone.run_sft(c, [data], tok_path, str(tmp_path / "sft"), init=teacher) == out
+  assert standalone.run_sft(c, str(tmp_path / "sft")) == out
 
 
 def test_distill_with_token_level_kd(setup, tmp_path):
   tok_path, data, teacher = setup
   c = _small(distill_config.get_config("runlocal"), "distill")
   c.student.update(hidden_size=32, intermediate_size=64, num_hidden_layers=2)
-  out = standalone.run_distill(c, [data], tok_path, teacher, str(tmp_path / "student"))
+  c.data, c.tokenizer, c.teacher = data, tok_path, teacher
+  out = standalone.run_distill(c, str(tmp_path / "student"))
   cfg, _, meta = load_model(out)
   assert cfg.attention == "gqa" and not cfg.is_moe and meta["teacher"] == teacher
   recs = [json.loads(l) for l in open(tmp_path / "student" / "metrics.jsonl")]
@@ -71,18 +74,80 @@ def test_distill_with_token_level_kd(setup, tmp_path):
 def test_bad_inputs_fail_before_training(setup, tmp_path):
   tok_path, data, teacher = setup
   c = sft_config.get_config()
+  c.data, c.tokenizer = data, tok_path
   c.sft.batch_size = 0
   with pytest.raises(ConfigFieldError, match="config.sft: LMStageConfig.batch_size=0"):
-    standalone.run_sft(c, [data], tok_path, str(tmp_path / "x"))
+    standalone.run_sft(c, str(tmp_path / "x"))
   bad = tmp_path / "bad.jsonl"
   bad.write_text(open(data).readline() + "{not json\n")
+  c = sft_config.get_config()
+  c.data, c.tokenizer = str(bad), tok_path
   with pytest.raises(JsonlError, match=r"bad.jsonl:2"):
-    standalone.run_sft(sft_config.get_config(), [str(bad)], tok_path, str(tmp_path / "y"))
+    standalone.run_sft(c, str(tmp_path / "y"))
   c = distill_config.get_config()
+  c.data, c.tokenizer, c.teacher = data, tok_path, teacher
   c.distill.distill.kd_weight = 2.0
   with pytest.raises(ConfigFieldError, match="kd_weight=2.0"):
-    standalone.run_distill(c, [data], tok_path, teacher, str(tmp_path / "z"))
+    standalone.run_distill(c, str(tmp_path / "z"))
   assert not (tmp_path / "x").exists() and not (tmp_path / "z").exists()
+
+
+def _inputs(setup):
+  """Each job's config with every input set to a real one (optional ones included)."""
+  from configs import grpo as grpo_config
+  from configs import rejection_sample as rejection_config
+  tok_path, data, teacher = setup
+  sft = sft_config.get_config()
+  sft.data, sft.tokenizer, sft.init = data, tok_path, teacher
+  distill = distill_config.get_config()
+  distill.data, distill.tokenizer, distill.teacher, distill.student_init = data, tok_path, teacher, teacher
+  grpo = grpo_config.get_config()
+  grpo.init, grpo.tokenizer = teacher, tok_path
+  rejection = rejection_config.get_config()
+  rejection.model, rejection.tokenizer = teacher, tok_path
+  return {"sft": (standalone.run_sft, sft, ("data", "tokenizer"), ("data", "tokenizer", "init")),
+          "distill": (standalone.run_distill, distill, ("data", "tokenizer", "teacher"),
+                      ("data", "tokenizer", "teacher", "student_init")),
+          "grpo": (standalone.run_grpo, grpo, ("init", "tokenizer"), ("init", "tokenizer")),
+          "rejection_sample": (standalone.run_rejection_sample, rejection, ("model", "tokenizer"),
+                               ("model", "tokenizer"))}
+
+
+@pytest.mark.parametrize("job", ["sft", "distill", "grpo", "rejection_sample"])
+def test_missing_inputs_fail_first_naming_the_field(job, setup, tmp_path, monkeypatch):
+  """An empty required input, a path that does not exist, or a directory that is not an exported model
+  fails before any tokenizer, data or model is read, naming the config field and the path."""
+  def fail(*args, **kwargs):
+    raise AssertionError("work started before the inputs were checked")
+
+  for fn in ("tokenizer", "sft_data", "lm_stage", "rl_stage"):
+    monkeypatch.setattr(exported, fn, fail)
+  for fn in ("load_config", "load_model", "rejection_sample"):
+    monkeypatch.setattr(standalone, fn, fail)
+  monkeypatch.setattr(standalone.SentencePieceTokenizer, "load", fail)
+  run, c, required, paths = _inputs(setup)[job]
+  workdir, tmp = str(tmp_path / "w"), re.escape(str(tmp_path))
+  for field in required:
+    bad = c.copy_and_resolve_references()
+    bad[field] = ""
+    with pytest.raises(ConfigFieldError, match=rf"^config\.{field} is required: .*--config\.{field}="):
+      run(bad, workdir)
+  for field in paths:
+    bad = c.copy_and_resolve_references()
+    bad[field] = str(tmp_path / "nope")
+    with pytest.raises(FileNotFoundError, match=rf"config\.{field}.*'{tmp}/nope' does not exist"):
+      run(bad, workdir)
+  for field in set(paths) - {"data", "tokenizer"}:          # the model directories
+    bad = c.copy_and_resolve_references()
+    bad[field] = str(tmp_path)
+    with pytest.raises(FileNotFoundError, match=rf"config\.{field}='{tmp}' is not an exported r1jax model"):
+      run(bad, workdir)
+  if "data" in paths:                                        # every comma-separated file is checked
+    bad = c.copy_and_resolve_references()
+    bad.data = f"{c.data},{tmp_path}/nope.jsonl"
+    with pytest.raises(FileNotFoundError, match=rf"config\.data: '{tmp}/nope\.jsonl' does not exist"):
+      run(bad, workdir)
+  assert not (tmp_path / "w").exists()
 
 
 def test_grpo_experiment_from_an_exported_model(setup, tmp_path):
@@ -92,11 +157,12 @@ def test_grpo_experiment_from_an_exported_model(setup, tmp_path):
   c.num_train_problems, c.num_eval_problems = 16, 0
   c.rl.update(num_steps=2, batch_size=2, group_size=2, max_new_tokens=6, checkpoint_every=1)
   c.rl.eval.update(num_examples=4, batch_size=4, max_new_tokens=6, num_samples=2)
-  out = standalone.run_grpo(c, teacher, tok_path, str(tmp_path / "grpo"))
+  c.init, c.tokenizer = teacher, tok_path
+  out = standalone.run_grpo(c, str(tmp_path / "grpo"))
   assert is_model(out) and load_model(out)[2]["init"] == teacher
   recs = [json.loads(l) for l in open(tmp_path / "grpo" / "metrics.jsonl")]
   assert [r["step"] for r in recs if r["kind"] == "train"] == [1, 2]
   with pytest.raises(ConfigFieldError, match="config.rl: RLStageConfig.group_size=1"):
     c.rl.group_size = 1
-    standalone.run_grpo(c, teacher, tok_path, str(tmp_path / "g2"))
+    standalone.run_grpo(c, str(tmp_path / "g2"))
   assert not (tmp_path / "g2").exists()
