@@ -30,9 +30,9 @@ from r1jax.stages.rejection import TRACES, RejectionConfig, rejection_sample
 from r1jax.train.distill import check_compatible
 
 # What each input field holds, for the errors of a missing or empty one.
-DATA = "comma-separated JSONL trace files ({\"prompt\", \"completion\"} per line, e.g. a rejection-sampling " \
-       "workdir's traces.jsonl)"
-TOKENIZER = "the SentencePiece .model file the models use (e.g. runs/r1/tokenizer.model)"
+DATA = "comma-separated JSONL trace files, one {\"prompt\", \"completion\"} record per line, e.g. a " \
+       "rejection-sampling workdir's traces.jsonl"
+TOKENIZER = "the SentencePiece .model file the models use, e.g. runs/r1/tokenizer.model"
 
 
 def model_input(c, field: str, what: str, *, required: bool = True) -> str | None:
@@ -40,8 +40,8 @@ def model_input(c, field: str, what: str, *, required: bool = True) -> str | Non
   does and, in addition, to be a finished export (r1jax.checkpoint.save_model)."""
   path = input_path(c, field, what, required=required)
   if path and not is_model(path):
-    raise FileNotFoundError(f"config.{field}={path!r} is not an exported r1jax model ({what}; "
-                            "r1jax.checkpoint.save_model writes model_config.json + variables/)")
+    raise FileNotFoundError(f"config.{field}={path!r} is not an exported r1jax model, as "
+                            f"r1jax.checkpoint.save_model writes (model_config.json + variables/): {what}")
   return path or None
 
 
@@ -113,7 +113,7 @@ def validate_grpo(c):
 def run_grpo(c, workdir: str) -> str:
   """GRPO from the exported model c.init (also the reference policy); returns the exported policy's directory."""
   rl, task = validate_grpo(c)                                     # fail fast, before any work
-  init = model_input(c, "init", "the exported model to start from (and the reference policy)")
+  init = model_input(c, "init", "the exported model to start from, also the reference policy")
   tok = exported.tokenizer(input_path(c, "tokenizer", TOKENIZER))
   train = list(task.examples("train", seed=c.seed, num=c.num_train_problems))
   test = list(task.examples("test", seed=c.seed, num=c.num_eval_problems)) if c.num_eval_problems else None
