@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks.common import emit, interleaved, matmul_peak_fn, peak_rss_mb, timed
-from r1jax.model import ModelConfig, forward, init_params
+from r1jax.model import ModelConfig, Runtime, forward, init_params
 from r1jax.train.losses import lm_loss
 
 
@@ -34,10 +34,10 @@ def model_flops_per_token(cfg: ModelConfig, seq: int) -> float:
   return 6 * matmul_params + attn
 
 
-def make_step(cfg: ModelConfig):
+def make_step(cfg: ModelConfig, runtime: Runtime):
   """Loss and gradients of next-token cross-entropy, with the loss pretraining and SFT use (lm_loss)."""
   def loss_fn(p, variables, tokens):
-    logits = forward(cfg, {**variables, "params": p}, tokens[:, :-1])
+    logits = forward(cfg, {**variables, "params": p}, tokens[:, :-1], runtime=runtime)
     return lm_loss(logits, tokens[:, 1:], jnp.ones(tokens[:, 1:].shape, bool))[0]
 
   @jax.jit
@@ -46,11 +46,11 @@ def make_step(cfg: ModelConfig):
   return step
 
 
-def compiled_step(cfg: ModelConfig, batch: int, seq: int):
-  """(jitted step, its arguments, compile seconds) for one config."""
+def compiled_step(cfg: ModelConfig, runtime: Runtime, batch: int, seq: int):
+  """(jitted step, its arguments, compile seconds) for one config and runtime."""
   params = init_params(cfg, jax.random.key(0))
   tokens = jax.random.randint(jax.random.key(1), (batch, seq + 1), 0, cfg.vocab_size)
-  step = make_step(cfg)
+  step = make_step(cfg, runtime)
   t0 = time.perf_counter()
   jax.block_until_ready(step(params, tokens))
   return step, (params, tokens), time.perf_counter() - t0
@@ -76,11 +76,11 @@ def main():
   first_peak_s = min(timed(peak_fn, peak_args) for _ in range(5))
   emit(name="matmul_peak_f32", gflops=round(peak_flops / first_peak_s / 1e9, 1),
        devices=jax.device_count(), cpu_count=os.cpu_count(), loadavg=[round(x, 2) for x in os.getloadavg()])
-  cfg = ModelConfig.preset("bench", moe_impl=args.impl, dtype=args.dtype)
+  cfg, runtime = ModelConfig.preset("bench", dtype=args.dtype), Runtime(moe_impl=args.impl)
   tokens = args.batch * args.seq
   flops = model_flops_per_token(cfg, args.seq) * tokens
   if not args.skip_step:
-    step, step_args, compile_s = compiled_step(cfg, args.batch, args.seq)
+    step, step_args, compile_s = compiled_step(cfg, runtime, args.batch, args.seq)
     t = interleaved({"step": (step, step_args), "peak": (peak_fn, peak_args)}, args.repeats, {"peak": 5})
     steps, peaks = t["step"], [peak_flops / s for s in t["peak"]]
     med = statistics.median(steps)
@@ -98,8 +98,8 @@ def main():
     for cf in (0.0, 1.25):
       fns = {}
       for e in (8, 64):
-        c = cfg.replace(n_routed_experts=e, n_group=2, topk_group=1, capacity_factor=cf)
-        fns[e] = compiled_step(c, args.batch, args.seq)[:2]
+        c = cfg.replace(n_routed_experts=e, n_group=2, topk_group=1)
+        fns[e] = compiled_step(c, runtime.replace(capacity_factor=cf), args.batch, args.seq)[:2]
       t = interleaved(fns, args.repeats)
       emit(name="moe_scaling", impl=args.impl, capacity_factor=cf,
            step_s_8_experts=round(statistics.median(t[8]), 4),

@@ -186,7 +186,7 @@ def train_and_export(model_dir):
                 qk_rope_head_dim=16, v_head_dim=32)
   cfg = ModelConfig(vocab_size=tok.vocab_size, max_position_embeddings=256, n_shared_experts=1,
                     num_experts_per_tok=2, n_group=1, topk_group=1, routed_scaling_factor=1.0,
-                    first_k_dense_replace=1, attention="mla", q_lora_rank=None, moe_impl="sorted",
+                    first_k_dense_replace=1, attention="mla", q_lora_rank=None,
                     initializer_range=0.02, **size)
   stage = LMStageConfig(
       num_steps=STEPS, batch_size=8 if TINY else 16, seq_len=96 if TINY else 192, seed=SEED,
@@ -207,7 +207,7 @@ if not is_model(model_dir):
   if os.environ.get("R1JAX_MODEL_DIR"):
     raise FileNotFoundError(f"R1JAX_MODEL_DIR={model_dir} is not an exported r1jax model")
   train_and_export(model_dir)
-cfg, variables, metadata = load_model(model_dir)
+cfg, variables, metadata = load_model(model_dir, ModelConfig)
 tok = SentencePieceTokenizer.load(find_tokenizer(model_dir))
 moe_layers = [i for i in range(cfg.num_hidden_layers) if cfg.is_moe_layer(i)]
 print(f"model {model_dir}: {metadata}")

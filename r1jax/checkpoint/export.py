@@ -1,7 +1,10 @@
-"""A finished model as one directory: its ModelConfig (JSON) and its variables (Orbax), written atomically.
+"""A finished model as one directory: its config (JSON) and its variables (Orbax), written atomically.
 
     save_model("runs/r1/r1_zero/model", cfg, variables, metadata={"stage": "r1_zero"})
-    cfg, variables, metadata = load_model("runs/r1/r1_zero/model")
+    cfg, variables, metadata = load_model("runs/r1/r1_zero/model", ModelConfig)
+
+The config is any object with `to_dict()` whose type has `from_dict(dict)` (r1jax.model.ModelConfig):
+this package stores models without knowing any model class.
 
 Stages of the R1 pipeline hand models to each other (rejection sampling, SFT, distillation, evaluation)
 through these directories. The directory is written under a temporary name and renamed when complete,
@@ -13,14 +16,19 @@ import json
 import os
 import shutil
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from r1jax.model.config import ModelConfig
 
+
+class _Config(Protocol):
+  def to_dict(self) -> dict: ...
+
+
+C = TypeVar("C")
 _CONFIG = "model_config.json"
 _META = "metadata.json"
 _VARS = "variables"
@@ -32,7 +40,7 @@ def is_model(path: str | os.PathLike) -> bool:
   return os.path.isfile(os.path.join(path, _CONFIG)) and os.path.isdir(os.path.join(path, _VARS))
 
 
-def save_model(path: str | os.PathLike, cfg: ModelConfig, variables: Any,
+def save_model(path: str | os.PathLike, cfg: _Config, variables: Any,
                metadata: Mapping[str, Any] | None = None) -> str:
   """Writes cfg + variables (+ JSON metadata) to `path`, replacing nothing: the path must not exist yet."""
   path = os.path.abspath(os.fspath(path))
@@ -54,20 +62,21 @@ def save_model(path: str | os.PathLike, cfg: ModelConfig, variables: Any,
   return path
 
 
-def load_config(path: str | os.PathLike) -> ModelConfig:
+def load_config(path: str | os.PathLike, config_type: type[C]) -> C:
+  """config_type.from_dict(the saved config) of the model at `path`, without reading its variables."""
   path = os.fspath(path)
   if not is_model(path):
     raise FileNotFoundError(f"{path} is not an exported r1jax model (no {_CONFIG} + {_VARS}/): "
                             "was its stage finished?")
   with open(os.path.join(path, _CONFIG)) as f:
     d = json.load(f)
-  return ModelConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
+  return config_type.from_dict({k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
 
 
-def load_model(path: str | os.PathLike) -> tuple[ModelConfig, dict, dict]:
-  """(ModelConfig, variables as jax arrays on the default device, metadata dict)."""
+def load_model(path: str | os.PathLike, config_type: type[C]) -> tuple[C, dict, dict]:
+  """(config as config_type, variables as jax arrays on the default device, metadata dict)."""
   path = os.path.abspath(os.fspath(path))
-  cfg = load_config(path)
+  cfg = load_config(path, config_type)
   with ocp.StandardCheckpointer() as ckptr:
     variables = ckptr.restore(os.path.join(path, _VARS))
   variables = jax.tree.map(jax.numpy.asarray, variables)

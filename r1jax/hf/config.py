@@ -213,7 +213,7 @@ def from_hf_config(hf: Mapping[str, Any], *, dtype: str | None = None, **overrid
     hf: the parsed config.json.
     dtype: compute and parameter dtype ("float32", "bfloat16", "float16"); None = the checkpoint's
       (`torch_dtype` / `dtype` in config.json, float32 when absent).
-    **overrides: further ModelConfig fields (e.g. moe_impl="dense", remat="full", param_dtype="float32").
+    **overrides: further ModelConfig fields (e.g. remat="full", param_dtype="float32").
 
   Returns:
     The ModelConfig.

@@ -454,7 +454,7 @@ def load(path: str | os.PathLike, *, dtype: str | None = None, mesh=None, rules=
       say bfloat16). The MoE selection bias is always float32.
     mesh: optional device mesh; every array is created directly in its NamedSharding under `rules`.
     rules: logical-axis rules table name (r1jax.sharding.RULES) or table.
-    **config_overrides: extra ModelConfig fields (e.g. moe_impl="dense", remat="full").
+    **config_overrides: extra ModelConfig fields (e.g. remat="full", param_dtype="float32").
 
   Returns:
     (cfg, params) with params = {"params": ..., ["router_bias": ...]}, the tree of init_params(cfg, ...).

@@ -148,8 +148,8 @@ def _forward_only(fn, name, nondiff_argnums=()):
 
   def bwd(*_):
     raise NotImplementedError(f"r1jax.kernels.cpu.{name} is forward only (the sampler's decode steps); "
-                              "differentiate through the XLA path (moe_impl / attention_impl / mlp_impl != "
-                              "'cpu_kernel') instead")
+                              "differentiate through the XLA path (a Runtime whose moe_impl / attention_impl / "
+                              "mlp_impl is not 'kernel') instead")
 
   wrapped.defvjp(lambda *args: (wrapped(*args), None), bwd)
   return wrapped

@@ -16,9 +16,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from r1jax.kernels import cpu as cpu_kernels
 from r1jax.model.config import ModelConfig
 from r1jax.model.layers import apply_rope, param, rms_norm, rope_frequencies, yarn_softmax_scale
+from r1jax.model.runtime import DEFAULT, Runtime
 
 _MASKED = -1e30  # finite, so fully-masked rows (left padding) give a uniform softmax instead of NaN
 
@@ -52,6 +52,7 @@ class MLA(nn.Module):
   cfg: ModelConfig
   absorb: bool | None = None  # None: absorbed form when decoding one token against a cache
   fold: tuple[bool, bool] | None = None  # absorbed form only; None = fold_absorbed_weights(cfg)
+  runtime: Runtime = DEFAULT
 
   @nn.compact
   def __call__(self, x_btd, positions_bt, mask_b1ts, cache=None, cache_index=None):
@@ -110,10 +111,10 @@ class MLA(nn.Module):
 
     if absorb:
       q_lat = q_head if fold_q else jnp.einsum("BTNH,RNH->BTNR", q_head, w_uk)
-      if cfg.attention_impl == "cpu_kernel" and x_btd.shape[1] == 1:
+      if self.runtime.attention_impl == "kernel" and x_btd.shape[1] == 1:
         b, s = c_bsr.shape[:2]
         mask_bs = jnp.broadcast_to(mask_b1ts, (b, 1, 1, s))[:, 0, 0]
-        o_lat = cpu_kernels.mla_decode_attention(q_lat[:, 0], q_pe[:, 0], c_bsr, kpe_bsp, mask_bs, scale)[:, :, None]
+        o_lat = self.runtime.kernels.mla_decode_attention(q_lat[:, 0], q_pe[:, 0], c_bsr, kpe_bsp, mask_bs, scale)[:, :, None]
       else:
         scores = (jnp.einsum("BTNR,BSR->BNTS", q_lat, c_bsr, preferred_element_type=f32)
                   + jnp.einsum("BTNP,BSP->BNTS", q_pe, kpe_bsp, preferred_element_type=f32))

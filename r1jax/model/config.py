@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import math
 from typing import Any, Mapping
 
 import jax.numpy as jnp
 
 ATTENTION_KINDS = ("mla", "gqa")
-KERNEL_IMPLS = ("xla", "cpu_kernel")   # attention_impl, mlp_impl
 SCORING_FUNCS = ("sigmoid", "softmax")
-MOE_IMPLS = ("dense", "sorted", "ragged", "cpu_kernel")
 REMAT_POLICIES = ("none", "full", "dots")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 ROPE_SCALING_TYPES = ("yarn",)
+# Fields of older ModelConfigs that now belong to r1jax.model.runtime.Runtime.
+LEGACY_RUNTIME_FIELDS = ("moe_impl", "capacity_factor", "moe_block_size", "attention_impl", "mlp_impl")
 _YARN_KEYS = ("type", "rope_type", "factor", "original_max_position_embeddings", "beta_fast", "beta_slow",
               "mscale", "mscale_all_dim", "attention_factor", "truncate")
 
@@ -58,14 +59,8 @@ class ModelConfig:
   first_k_dense_replace: int = 0        # layers [0, k) use the dense MLP
   scoring_func: str = "sigmoid"         # "sigmoid" (DeepSeek-V3) or "softmax" (Qwen3-MoE, Mixtral)
   use_routing_bias: bool = True         # e_score_correction_bias (aux-loss-free balancing), selection only
-  moe_impl: str = "sorted"              # "dense" (all-experts oracle) | "sorted" (CPU default) | "ragged" |
-                                        # "cpu_kernel" (forward only: the sampler's decode steps on a CPU)
-  capacity_factor: float = 0.0          # sorted only: 0 = dropless; > 0 = per-expert capacity, may drop
-  moe_block_size: int = 0               # sorted dropless: rows per expert block; 0 = chosen from the shapes
   # --- attention ---
   attention: str = "mla"                # "mla" (DeepSeek) or "gqa" (Qwen2/Qwen3)
-  attention_impl: str = "xla"           # "cpu_kernel": MLA's absorbed one-token decode step as a CPU custom call
-  mlp_impl: str = "xla"                 # "cpu_kernel": dense SwiGLU MLPs (dense layers, shared experts) likewise
   q_lora_rank: int | None = None        # MLA query latent rank; None/0 = a plain q projection
   kv_lora_rank: int = 32                # MLA compressed KV latent (the per-token cache)
   qk_nope_head_dim: int = 32
@@ -107,13 +102,6 @@ class ModelConfig:
         _fail(f, v, "must be a positive integer")
     if self.attention not in ATTENTION_KINDS:
       _fail("attention", self.attention, f"must be one of {ATTENTION_KINDS}")
-    for field in ("attention_impl", "mlp_impl"):
-      impl = getattr(self, field)
-      if impl not in KERNEL_IMPLS:
-        _fail(field, impl, f"must be one of {KERNEL_IMPLS}")
-      if impl == "cpu_kernel" and (self.dtype, self.param_dtype) != ("float32", "float32"):
-        _fail(field, impl, f"the CPU kernel computes in float32 only (dtype={self.dtype!r}, "
-              f"param_dtype={self.param_dtype!r})")
     if self.dtype not in DTYPES:
       _fail("dtype", self.dtype, f"must be one of {tuple(DTYPES)}")
     if self.param_dtype not in DTYPES:
@@ -178,18 +166,6 @@ class ModelConfig:
               f"of {e // self.n_group}")
       if self.scoring_func not in SCORING_FUNCS:
         _fail("scoring_func", self.scoring_func, f"must be one of {SCORING_FUNCS}")
-      if self.moe_impl not in MOE_IMPLS:
-        _fail("moe_impl", self.moe_impl, f"must be one of {MOE_IMPLS}")
-      if not self.capacity_factor >= 0:
-        _fail("capacity_factor", self.capacity_factor, "must be >= 0 (0 = dropless)")
-      if self.capacity_factor > 0 and self.moe_impl != "sorted":
-        _fail("capacity_factor", self.capacity_factor, f"only moe_impl='sorted' has a capacity mode, "
-              f"moe_impl={self.moe_impl!r} is always dropless")
-      if self.moe_impl == "cpu_kernel" and (self.dtype, self.param_dtype) != ("float32", "float32"):
-        _fail("moe_impl", self.moe_impl, f"the CPU kernel computes in float32 only (dtype={self.dtype!r}, "
-              f"param_dtype={self.param_dtype!r})")
-      if self.moe_block_size < 0:
-        _fail("moe_block_size", self.moe_block_size, "must be >= 0 (0 = automatic)")
       if not self.routed_scaling_factor > 0:
         _fail("routed_scaling_factor", self.routed_scaling_factor, "must be > 0")
 
@@ -263,6 +239,20 @@ class ModelConfig:
     d = dataclasses.asdict(self)
     d["rope_scaling"] = self.rope_scaling_dict
     return d
+
+  @classmethod
+  def from_dict(cls, d: Mapping[str, Any]) -> "ModelConfig":
+    """The inverse of to_dict. Execution fields that older r1jax versions kept here (moe_impl,
+    capacity_factor, moe_block_size, attention_impl, mlp_impl; now r1jax.model.runtime.Runtime) are
+    dropped with a log line, so model directories written by them still load; any other unknown key fails."""
+    d = dict(d)
+    legacy = {k: d.pop(k) for k in LEGACY_RUNTIME_FIELDS if k in d}
+    if legacy:
+      logging.info("ModelConfig.from_dict: ignoring execution fields %s (pass a Runtime instead)", legacy)
+    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+      raise ConfigError(f"ModelConfig has no fields {sorted(unknown)}")
+    return cls(**d)
 
   def num_params(self, active: bool = False) -> int:
     """Parameter count from the config (active=True counts only top-k routed experts per token)."""

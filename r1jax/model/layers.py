@@ -9,8 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from r1jax.kernels import cpu as cpu_kernels
 from r1jax.model.config import ModelConfig
+from r1jax.model.runtime import DEFAULT, Runtime
 
 
 def param(module: nn.Module, name: str, shape: Sequence[int], names: Sequence[str | None], cfg: ModelConfig,
@@ -46,6 +46,7 @@ class MLP(nn.Module):
   """SwiGLU: down(silu(gate(x)) * up(x)), no biases."""
   cfg: ModelConfig
   width: int
+  runtime: Runtime = DEFAULT
 
   @nn.compact
   def __call__(self, x_btd: jax.Array) -> jax.Array:
@@ -53,11 +54,11 @@ class MLP(nn.Module):
     wg = param(self, "gate_proj", (d, self.width), ("embed", "mlp"), cfg).astype(dt)
     wu = param(self, "up_proj", (d, self.width), ("embed", "mlp"), cfg).astype(dt)
     wd = param(self, "down_proj", (self.width, d), ("mlp", "embed"), cfg).astype(dt)
-    if cfg.mlp_impl == "cpu_kernel":   # the routed-experts kernel with one expert that every row takes
+    if self.runtime.mlp_impl == "kernel":   # the routed-experts kernel with one expert that every row takes
       b, t, _ = x_btd.shape
       x_td = x_btd.reshape(b * t, d)
       ones = jnp.ones((b * t, 1), jnp.float32)
-      y = cpu_kernels.routed_experts(x_td, jnp.zeros((b * t, 1), jnp.int32), ones, wg[None], wu[None], wd[None])
+      y = self.runtime.kernels.routed_experts(x_td, jnp.zeros((b * t, 1), jnp.int32), ones, wg[None], wu[None], wd[None])
       return y.reshape(b, t, d)
     return swiglu(x_btd, stack_gate_up(wg, wu), wd, "BTD,DF->BTF", "BTF,FD->BTD")
 

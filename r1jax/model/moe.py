@@ -9,7 +9,7 @@ Routing (DeepSeek-V3 technical report, section 2.1.2; transformers' DeepseekV3To
   top-k of choice -> weights gathered from the *unbiased* scores -> normalise (+1e-20) -> x routed_scaling_factor.
   y = sum_k w_k Expert_k(x) + SharedExperts(x)   (shared experts unweighted).
 
-Dispatch (`expert_mlp`), chosen by ModelConfig.moe_impl, all equal when nothing is dropped:
+Dispatch (`expert_mlp`), chosen by Runtime.moe_impl (r1jax.model.runtime), all equal when nothing is dropped:
   "dense"   every expert on every token, combined with the routing weights: the test oracle, cost ~ E.
   "sorted"  tokens sorted by expert. capacity_factor == 0 (dropless): each expert's rows are padded to a
             multiple of a block size and every block runs one batched einsum against its expert's weights
@@ -17,9 +17,9 @@ Dispatch (`expert_mlp`), chosen by ModelConfig.moe_impl, all equal when nothing 
             buffer [E, C, D] with C = ceil(cf * k * T / E) and one batched einsum; tokens over capacity drop.
   "ragged"  jax.lax.ragged_dot grouped matmuls (fast where the backend has a grouped-matmul kernel; on CPU
             XLA lowers it to work linear in E).
-  "cpu_kernel"  r1jax.kernels.cpu.routed_experts, a hand-written C++ custom call that computes only the
-            chosen experts (f32, one CPU device, forward only): what the sampler's decode steps use on a
-            CPU, where XLA's matmuls are slow at ~16 rows per expert.
+  "kernel"  the runtime's kernels.routed_experts, e.g. r1jax.kernels.cpu's hand-written C++ custom call
+            that computes only the chosen experts (f32, one CPU device, forward only): what the sampler's
+            decode steps use on a CPU, where XLA's matmuls are slow at ~16 rows per expert.
 Padding tokens (token_mask == 0) are sent to a null expert by the sparse paths and never computed.
 """
 from __future__ import annotations
@@ -30,9 +30,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from r1jax.kernels import cpu as cpu_kernels
 from r1jax.model.config import ModelConfig
 from r1jax.model.layers import MLP, constrain, param, stack_gate_up, swiglu
+from r1jax.model.runtime import DEFAULT, Runtime
 
 
 # ---------------------------------------------------------------------------------------------- routing
@@ -277,8 +277,11 @@ def _ragged(x_td, idx_tk, w_tk, token_mask_t, wg, wu, wd):
 
 
 def expert_mlp(x_td, idx_tk, w_tk, token_mask_t, wg_edf, wu_edf, wd_efd, *, impl: str,
-               capacity_factor: float = 0.0, block_size: int = 0):
+               capacity_factor: float = 0.0, block_size: int = 0, kernels=None):
   """Routed-expert SwiGLU: y_t = sum_k w_tk Expert_{idx_tk}(x_t).
+
+  impl, capacity_factor, block_size: see r1jax.model.runtime (moe_impl, capacity_factor, moe_block_size);
+  kernels: what provides impl="kernel" (routed_experts).
 
   Returns:
     (y f32[T, D], dropped fraction f32[]) — dropped is 0 unless impl="sorted" with capacity_factor > 0.
@@ -288,9 +291,11 @@ def expert_mlp(x_td, idx_tk, w_tk, token_mask_t, wg_edf, wu_edf, wd_efd, *, impl
   zero = jnp.zeros((), jnp.float32)
   if impl == "dense":
     return _dense(x_td, idx_tk, w_tk, token_mask_t, wg_edf, wu_edf, wd_efd), zero
-  if impl == "cpu_kernel":
+  if impl == "kernel":
+    if kernels is None:
+      raise ValueError("expert_mlp(impl='kernel') needs kernels= (e.g. r1jax.kernels.cpu)")
     w = w_tk * token_mask_t.astype(w_tk.dtype)[:, None]
-    return cpu_kernels.routed_experts(x_td, idx_tk, w, wg_edf, wu_edf, wd_efd), zero
+    return kernels.routed_experts(x_td, idx_tk, w, wg_edf, wu_edf, wd_efd), zero
   if impl == "ragged":
     return _ragged(x_td, idx_tk, w_tk, token_mask_t, wg_edf, wu_edf, wd_efd), zero
   if impl != "sorted":
@@ -306,6 +311,7 @@ def expert_mlp(x_td, idx_tk, w_tk, token_mask_t, wg_edf, wu_edf, wd_efd, *, impl
 class MoE(nn.Module):
   """Routed experts + shared experts. Returns (y, aux) with aux = expert counts, balance loss, drops."""
   cfg: ModelConfig
+  runtime: Runtime = DEFAULT
 
   @nn.compact
   def __call__(self, x_btd: jax.Array, token_mask_bt: jax.Array):
@@ -327,11 +333,12 @@ class MoE(nn.Module):
     x_td = x_btd.reshape(b * t, d)
     mask_t = token_mask_bt.reshape(b * t)
     idx, w, scores = route(x_td, router, bias, cfg)
-    y, dropped = expert_mlp(x_td, idx, w, mask_t, wg, wu, wd, impl=cfg.moe_impl,
-                            capacity_factor=cfg.capacity_factor, block_size=cfg.moe_block_size)
+    rt = self.runtime
+    y, dropped = expert_mlp(x_td, idx, w, mask_t, wg, wu, wd, impl=rt.moe_impl, capacity_factor=rt.capacity_factor,
+                            block_size=rt.moe_block_size, kernels=rt.kernels)
     y = y.astype(dt).reshape(b, t, d)
     if cfg.n_shared_experts:
-      y = y + MLP(cfg, f * cfg.n_shared_experts, name="shared_experts")(x_btd)
+      y = y + MLP(cfg, f * cfg.n_shared_experts, rt, name="shared_experts")(x_btd)
     aux = {
         "expert_counts": expert_counts(idx, mask_t, e),
         "balance_loss": sequence_balance_loss(scores.reshape(b, t, e), idx.reshape(b, t, -1), token_mask_bt),

@@ -19,6 +19,7 @@ from r1jax.model.attention import GQA, MLA
 from r1jax.model.config import ModelConfig
 from r1jax.model.layers import MLP, RMSNorm, constrain, param
 from r1jax.model.moe import MoE
+from r1jax.model.runtime import DEFAULT, Runtime
 from r1jax.sharding.mesh import logical_to_sharding, mesh_rules
 
 
@@ -31,19 +32,20 @@ class ModelOutput(NamedTuple):
 class DecoderLayer(nn.Module):
   cfg: ModelConfig
   moe: bool
+  runtime: Runtime = DEFAULT
 
   @nn.compact
   def __call__(self, x, positions, mask_b1ts, token_mask, cache, cache_index):
-    cfg = self.cfg
-    attn_cls = MLA if cfg.attention == "mla" else GQA
-    h, new_cache = attn_cls(cfg, name="self_attn")(
+    cfg, rt = self.cfg, self.runtime
+    attn = MLA(cfg, runtime=rt, name="self_attn") if cfg.attention == "mla" else GQA(cfg, name="self_attn")
+    h, new_cache = attn(
         RMSNorm(cfg, name="input_layernorm")(x), positions, mask_b1ts, cache, cache_index)
     x = constrain(x + h, ("batch", "seq", "act_embed"))
     y = RMSNorm(cfg, name="post_attention_layernorm")(x)
     if self.moe:
-      y, aux = MoE(cfg, name="mlp")(y, token_mask)
+      y, aux = MoE(cfg, rt, name="mlp")(y, token_mask)
     else:
-      y, aux = MLP(cfg, cfg.intermediate_size, name="mlp")(y), None
+      y, aux = MLP(cfg, cfg.intermediate_size, rt, name="mlp")(y), None
     return constrain(x + y, ("batch", "seq", "act_embed")), aux, new_cache
 
 
@@ -55,6 +57,7 @@ _REMAT_POLICIES = {
 
 class Transformer(nn.Module):
   cfg: ModelConfig
+  runtime: Runtime = DEFAULT
 
   @nn.compact
   def __call__(self, tokens_bt, positions_bt, mask_b1ts, token_mask_bt, cache=None, num_logits=0):
@@ -69,7 +72,7 @@ class Transformer(nn.Module):
     index = None if cache is None else cache["index"]
     for i in range(cfg.num_hidden_layers):
       layer_cache = None if cache is None else cache["layers"][i]
-      x, aux, new_layer_cache = layer_cls(cfg, cfg.is_moe_layer(i), name=f"layers_{i}")(
+      x, aux, new_layer_cache = layer_cls(cfg, cfg.is_moe_layer(i), self.runtime, name=f"layers_{i}")(
           x, positions_bt, mask_b1ts, token_mask_bt, layer_cache, index)
       new_layers.append(new_layer_cache)
       if aux is not None:
@@ -111,7 +114,8 @@ def _check_tokens(cfg: ModelConfig, tokens) -> None:
 
 
 def apply_model(cfg: ModelConfig, params, tokens, *, attention_mask=None, positions=None, segment_ids=None,
-                cache=None, last_only: bool = False, num_logits: int = 0) -> ModelOutput:
+                cache=None, last_only: bool = False, num_logits: int = 0,
+                runtime: Runtime | None = None) -> ModelOutput:
   """Runs the decoder and returns logits, MoE statistics and (when given a cache) the updated cache.
 
   Args:
@@ -125,8 +129,10 @@ def apply_model(cfg: ModelConfig, params, tokens, *, attention_mask=None, positi
       every valid cached slot up to their own.
     last_only: compute logits for the last position only (prefill / decode); same as num_logits=1.
     num_logits: if > 0, compute logits for the last `num_logits` positions only (e.g. a completion).
+    runtime: how to compute it (r1jax.model.runtime); None = the default (sorted dropless MoE, XLA).
   """
   _check_tokens(cfg, tokens)
+  runtime = DEFAULT if runtime is None else runtime.validate_for(cfg)
   b, t = tokens.shape
   token_mask = jnp.ones((b, t), jnp.int32) if attention_mask is None else attention_mask.astype(jnp.int32)
   if cache is None:
@@ -145,17 +151,18 @@ def apply_model(cfg: ModelConfig, params, tokens, *, attention_mask=None, positi
     causal = slots[None, :] <= (index + jnp.arange(t))[:, None]                # [T, L]
     mask = (causal[None] & key_mask[:, None, :])[:, None]
   num_logits = 1 if last_only else num_logits
-  logits, aux, layers = Transformer(cfg).apply(params, tokens, positions, mask, token_mask, cache, num_logits)
+  logits, aux, layers = Transformer(cfg, runtime).apply(params, tokens, positions, mask, token_mask, cache, num_logits)
   new_cache = None
   if cache is not None:
     new_cache = {"layers": layers, "key_mask": key_mask, "index": cache["index"] + t}
   return ModelOutput(logits, aux, new_cache)
 
 
-def forward(cfg: ModelConfig, params, tokens, attention_mask=None, positions=None, *, segment_ids=None):
+def forward(cfg: ModelConfig, params, tokens, attention_mask=None, positions=None, *, segment_ids=None,
+            runtime: Runtime | None = None):
   """Logits f32[B, T, V] of the decoder (see apply_model for the arguments)."""
   return apply_model(cfg, params, tokens, attention_mask=attention_mask, positions=positions,
-                     segment_ids=segment_ids).logits
+                     segment_ids=segment_ids, runtime=runtime).logits
 
 
 def _init_variables(cfg: ModelConfig, key):
@@ -198,7 +205,7 @@ def token_logprobs(logits_btv: jax.Array, targets_bt: jax.Array, temperature: fl
 
 
 def sequence_logprobs(cfg: ModelConfig, params, tokens_bt, attention_mask_bt, num_completion: int,
-                      temperature: float = 1.0):
+                      temperature: float = 1.0, runtime: Runtime | None = None):
   """Log-probs of the last `num_completion` tokens of each row given everything before them.
 
   Args:
@@ -210,5 +217,5 @@ def sequence_logprobs(cfg: ModelConfig, params, tokens_bt, attention_mask_bt, nu
     (logp f32[B, N], aux) where aux holds the MoE statistics of the forward pass.
   """
   out = apply_model(cfg, params, tokens_bt[:, :-1], attention_mask=attention_mask_bt[:, :-1],
-                    num_logits=num_completion)
+                    num_logits=num_completion, runtime=runtime)
   return token_logprobs(out.logits, tokens_bt[:, -num_completion:], temperature), out.aux

@@ -32,13 +32,13 @@ Sampling semantics (the order is Hugging Face's: temperature, then top-k, then t
   * Each step's randomness is fold_in(rng, step), drawn for all rows at once: a run is reproducible
     from rng, and the same on any mesh.
 
-Decode steps run `cfg` with the dispatch picked for B*G-token steps (`decode_moe_impl`, see _decode_cfg).
-On one CPU device (float32) the routed experts and MLA's absorbed attention run as the hand-written
-kernels of r1jax.kernels.cpu (XLA FFI custom calls: only the chosen experts, only the unmasked cache
-slots); elsewhere, or with decode_moe_impl set explicitly, XLA's dense or sorted dispatch. The prefill
-uses cfg's own dispatch, or the dense one for short prompts (_prefill_cfg). Every choice computes the
-same sums (in another order), so it changes speed only: the log-prob test compares against cfg's
-`forward` with the kernels and without.
+Decode steps run with a Runtime (r1jax.model.runtime) picked for B*G-token steps from the caller's
+(`decode_moe_impl`, see _decode_runtime). On one CPU device (float32) the routed experts and MLA's
+absorbed attention run as the hand-written kernels of r1jax.kernels.cpu (XLA FFI custom calls: only the
+chosen experts, only the unmasked cache slots); elsewhere, or with decode_moe_impl set explicitly,
+XLA's dense or sorted dispatch. The prefill uses the caller's runtime, or the dense dispatch for short
+prompts (_prefill_runtime). Every choice computes the same sums (in another order), so it changes speed
+only: the log-prob test compares against `forward` with the kernels and without.
 
 Measured on the bench preset (benchmarks/sampler.py: 8 prompts x 8 samples x 64 new tokens, 2-core
 CPU whose speed drifts): 11,100-12,600 generated tokens/s, 5.7-7.6x transformers' `generate` in the
@@ -62,11 +62,12 @@ from r1jax.kernels import cpu as cpu_kernels
 from r1jax.model.cache import init_cache, repeat_cache
 from r1jax.model.config import ModelConfig
 from r1jax.model.layers import constrain
+from r1jax.model.runtime import DEFAULT, Runtime
 from r1jax.model.transformer import apply_model
 from r1jax.sharding.mesh import mesh_rules
 from r1jax.sharding.rules import get_rules
 
-DECODE_MOE_IMPLS = ("auto", "same", "dense", "sorted", "ragged", "cpu_kernel")
+DECODE_MOE_IMPLS = ("auto", "same", "dense", "sorted", "ragged", "kernel")
 
 
 class SampleOutput(NamedTuple):
@@ -91,8 +92,8 @@ class _Options:
   top_k: int            # 0 = off (already clamped to the vocabulary)
   use_top_p: bool       # top_p < 1: the only case that needs a sort
   pad_id: int
-  decode_cfg: ModelConfig  # the config of decode steps (see _decode_cfg)
-  prefill_cfg: ModelConfig  # the config of the prefill (see _prefill_cfg)
+  decode_runtime: Runtime   # how decode steps run (see _decode_runtime)
+  prefill_runtime: Runtime  # how the prefill runs (see _prefill_runtime)
 
 
 # ------------------------------------------------------------------------------------------ token choice
@@ -197,14 +198,15 @@ def _sample_program(params, prompt_bp, mask_bp, rng, temperature, top_p, stop_k,
     prompt_bp = constrain(prompt_bp.astype(jnp.int32), ("batch", "seq"))
     mask_bp = constrain(mask_bp.astype(jnp.int32), ("batch", "seq"))
     cache = init_cache(cfg, b, p + n - 1)
-    out = apply_model(opts.prefill_cfg, params, prompt_bp, attention_mask=mask_bp, cache=cache, last_only=True)
+    out = apply_model(cfg, params, prompt_bp, attention_mask=mask_bp, cache=cache, last_only=True,
+                      runtime=opts.prefill_runtime)
   # 2. Share the prompt's cache among its G samples: row b -> rows b*G .. b*G+G-1.
   cache = _constrain_cache(repeat_cache(out.cache, g))
   logits_sv = constrain(jnp.repeat(out.logits[:, -1], g, axis=0), ("batch", "vocab"))
 
   # 3. Decode. Step 0 samples from the prefill logits; step i >= 1 first feeds token i-1 back.
-  decode_cfg = opts.decode_cfg
-  relayout = _decode_weight_layout(decode_cfg)
+  decode_rt = opts.decode_runtime
+  relayout = _decode_weight_layout(cfg, decode_rt)
   decode_params = relayout[0](params) if relayout else params
 
   def sample_step(i, logits_sv, done_s, tokens_sn, logp_sn):
@@ -228,8 +230,8 @@ def _sample_program(params, prompt_bp, mask_bp, rng, temperature, top_p, stop_k,
     # Finished rows still run (static shapes) but as padding tokens: the sparse MoE dispatches skip
     # them, their cache slot stays invalid, and their outputs are discarded.
     step_params = relayout[1](decode_params) if relayout else decode_params
-    step = apply_model(decode_cfg, step_params, token_s[:, None], cache=cache, last_only=True,
-                       attention_mask=(~done_s)[:, None].astype(jnp.int32))
+    step = apply_model(cfg, step_params, token_s[:, None], cache=cache, last_only=True,
+                       attention_mask=(~done_s)[:, None].astype(jnp.int32), runtime=decode_rt)
     token_s, done_s, tokens_sn, logp_sn = sample_step(i, step.logits[:, -1], done_s, tokens_sn, logp_sn)
     return i + 1, _constrain_cache(step.cache), token_s, done_s, tokens_sn, logp_sn
 
@@ -264,7 +266,7 @@ def _map_mlp_weights(params, names, fn, ndim=3):
   return jax.tree_util.tree_map_with_path(visit, params)
 
 
-def _decode_weight_layout(decode_cfg: ModelConfig):
+def _decode_weight_layout(cfg: ModelConfig, decode_rt: Runtime):
   """(before, inside): MLP weights are laid out for the decode dispatch once, before the loop (`before`,
   behind an optimization barrier so the pair cannot cancel), and read back in their own shape inside it
   (`inside`, which XLA folds into the consumer as a free bitcast). XLA:CPU does not hoist such layout
@@ -272,18 +274,19 @@ def _decode_weight_layout(decode_cfg: ModelConfig):
   kernels' panel copies cost more). Only the memory layout changes, not the math.
 
     * moe_impl "dense" contracts x [T, D] with gate/up [E, D, F] as one [D, E*F] matrix: gate/up as [D, E, F].
-    * moe_impl "cpu_kernel": the routed experts' weights in column panels (r1jax.kernels.cpu.panels), 3-D -> 4-D.
-    * mlp_impl "cpu_kernel": the dense MLPs' weights likewise, as one expert, 2-D -> 3-D.
+    * moe_impl "kernel": the routed experts' weights in column panels (r1jax.kernels.cpu.panels), 3-D -> 4-D.
+    * mlp_impl "kernel": the dense MLPs' weights likewise, as one expert, 2-D -> 3-D.
   """
   names = ("gate_proj", "up_proj", "down_proj")
   maps = []   # (weight names, ndim before, layout fn, ndim after, inverse fn)
-  if decode_cfg.is_moe and decode_cfg.moe_impl == "dense":
+  k = decode_rt.kernels
+  if cfg.is_moe and decode_rt.moe_impl == "dense":
     swap = lambda w: jnp.transpose(w, (1, 0, 2))
     maps.append((names[:2], 3, swap, 3, swap))
-  if decode_cfg.is_moe and decode_cfg.moe_impl == "cpu_kernel":
-    maps.append((names, 3, cpu_kernels.panels, 4, cpu_kernels.unpanels))
-  if decode_cfg.mlp_impl == "cpu_kernel":
-    maps.append((names, 2, lambda w: cpu_kernels.panels(w[None])[0], 3, lambda w: cpu_kernels.unpanels(w[None])[0]))
+  if cfg.is_moe and decode_rt.moe_impl == "kernel":
+    maps.append((names, 3, k.panels, 4, k.unpanels))
+  if decode_rt.mlp_impl == "kernel":
+    maps.append((names, 2, lambda w: k.panels(w[None])[0], 3, lambda w: k.unpanels(w[None])[0]))
   if not maps:
     return None
 
@@ -349,54 +352,56 @@ def _dense_costs_at_most_4x(cfg: ModelConfig) -> bool:
   return cfg.n_routed_experts <= 4 * cfg.num_experts_per_tok
 
 
-def _decode_cfg(cfg: ModelConfig, impl: str, num_rows: int, one_cpu: bool = False) -> ModelConfig:
-  """The config of decode steps: cfg, with the MoE dispatch (and, for "auto", the attention) chosen for
-  steps of num_rows tokens.
+def _decode_runtime(cfg: ModelConfig, runtime: Runtime, impl: str, num_rows: int,
+                    one_cpu: bool = False) -> Runtime:
+  """The runtime of decode steps: the caller's `runtime`, with the MoE dispatch (and, for "auto", the
+  attention and MLPs) chosen for steps of num_rows tokens.
 
   "auto":
     * On one CPU device (`one_cpu`), for a float32 cfg, when r1jax.kernels.cpu builds here: MLA's
-      absorbed attention and a dropless sorted cfg's routed experts run as the CPU kernels
-      (attention_impl / moe_impl "cpu_kernel"): only the unmasked cache slots and the chosen experts,
+      absorbed attention and a dropless sorted runtime's routed experts run as the CPU kernels
+      (attention_impl / moe_impl "kernel"): only the unmasked cache slots and the chosen experts,
       outside XLA's matmuls, which run these tiny per-step problems far below the machine's rate.
-    * Otherwise, for a dropless sorted cfg, "dense" when E <= 4k (at most 4x the routed FLOPs): a decode
+    * Otherwise, for a dropless sorted runtime, "dense" when E <= 4k (at most 4x the routed FLOPs): a decode
       step routes only B*G tokens, and there one big matmul over all experts beats sorting into
       per-expert blocks and gathering a copy of the expert weights for every block. Bench config (E=8,
       k=2, 64 rows), whole decode loop, same process: 12.0-13.2 ms/step dense vs 14.7-16.3 sorted with
       16-row blocks and 16.4-19.0 with cfg's automatic 8-row blocks.
     * Otherwise "sorted" with blocks of one balanced expert load, num_rows * k / E rows (a power of two
-      in [8, 256]); cfg's automatic size (the same rule, up to 512 rows) is meant for long
+      in [8, 256]); the automatic size of training (the same rule, up to 512 rows) is meant for long
       prefill/training batches.
-  "same" keeps cfg; any other value sets only moe_impl. Capacity-limited configs (which drop tokens by
-  design) keep their dispatch.
+  "same" keeps the caller's runtime; any other value sets only moe_impl ("kernel": r1jax.kernels.cpu).
+  A capacity-limited runtime (which drops tokens by design) keeps its dispatch.
   """
   if impl not in DECODE_MOE_IMPLS:
     _fail("decode_moe_impl", impl, f"must be one of {DECODE_MOE_IMPLS}")
-  if impl == "cpu_kernel" and not one_cpu:
+  if impl == "kernel" and not one_cpu:
     _fail("decode_moe_impl", impl, "runs on one CPU device only (no mesh, CPU backend)")
   if impl == "same":
-    return cfg
+    return runtime
+  rt = runtime
   kernels = (impl == "auto" and one_cpu and (cfg.dtype, cfg.param_dtype) == ("float32", "float32")
              and cpu_kernels.available())
   if kernels and cfg.attention == "mla":
-    cfg = cfg.replace(attention_impl="cpu_kernel")
+    rt = rt.replace(attention_impl="kernel", kernels=cpu_kernels)
   mlp_kernel = kernels and all(cpu_kernels.supports_experts(cfg.hidden_size, w) for w in _mlp_widths(cfg))
   if not cfg.is_moe:
-    return cfg.replace(mlp_impl="cpu_kernel") if mlp_kernel else cfg
-  if cfg.capacity_factor > 0:
-    return cfg
+    return rt.replace(mlp_impl="kernel", kernels=cpu_kernels) if mlp_kernel else rt
+  if rt.capacity_factor > 0:
+    return rt
   if impl != "auto":
-    return cfg.replace(moe_impl=impl)
-  if cfg.moe_impl != "sorted":
-    return cfg
+    return rt.replace(moe_impl=impl, kernels=cpu_kernels if impl == "kernel" else rt.kernels)
+  if rt.moe_impl != "sorted":
+    return rt
   if kernels and cpu_kernels.supports_experts(cfg.hidden_size, cfg.moe_intermediate_size):
-    return cfg.replace(moe_impl="cpu_kernel", mlp_impl="cpu_kernel" if mlp_kernel else "xla")
+    return rt.replace(moe_impl="kernel", mlp_impl="kernel" if mlp_kernel else "xla", kernels=cpu_kernels)
   if _dense_costs_at_most_4x(cfg):
-    return cfg.replace(moe_impl="dense")
-  if cfg.moe_block_size:
-    return cfg
+    return rt.replace(moe_impl="dense")
+  if rt.moe_block_size:
+    return rt
   load = num_rows * cfg.num_experts_per_tok / cfg.n_routed_experts
   block = int(min(256, max(8, 1 << max(0, math.ceil(load) - 1).bit_length())))
-  return cfg.replace(moe_block_size=block)
+  return rt.replace(moe_block_size=block)
 
 
 # A prefill switches to the dense dispatch while one balanced expert load (rows * k / E) is at most this
@@ -405,19 +410,20 @@ def _decode_cfg(cfg: ModelConfig, impl: str, num_rows: int, one_cpu: bool = Fals
 PREFILL_DENSE_MAX_LOAD = 64
 
 
-def _prefill_cfg(cfg: ModelConfig, num_rows: int) -> ModelConfig:
-  """The config of the prefill (num_rows = B * P tokens): cfg, or its dense dispatch for short prompts.
+def _prefill_runtime(cfg: ModelConfig, runtime: Runtime, num_rows: int) -> Runtime:
+  """The runtime of the prefill (num_rows = B * P tokens): the caller's, or the dense dispatch for short
+  prompts.
 
-  Dense when cfg is a dropless "sorted" MoE with E <= 4k (at most 4x the routed FLOPs, as for decode
-  steps) and a balanced expert load of at most PREFILL_DENSE_MAX_LOAD rows. Same sums, so this
-  changes speed only.
+  Dense when the runtime is a dropless "sorted" one, cfg an MoE with E <= 4k (at most 4x the routed
+  FLOPs, as for decode steps) and a balanced expert load at most PREFILL_DENSE_MAX_LOAD rows. Same
+  sums, so this changes speed only.
   """
-  if not cfg.is_moe or cfg.moe_impl != "sorted" or cfg.capacity_factor > 0:
-    return cfg
+  if not cfg.is_moe or runtime.moe_impl != "sorted" or runtime.capacity_factor > 0:
+    return runtime
   load = num_rows * cfg.num_experts_per_tok / cfg.n_routed_experts
   if _dense_costs_at_most_4x(cfg) and load <= PREFILL_DENSE_MAX_LOAD:
-    return cfg.replace(moe_impl="dense")
-  return cfg
+    return runtime.replace(moe_impl="dense")
+  return runtime
 
 
 def _stop_array(ids) -> jax.Array:
@@ -432,7 +438,7 @@ def _stop_array(ids) -> jax.Array:
 def sample(cfg: ModelConfig, params, prompt_tokens, prompt_mask, *, rng, num_samples: int = 1,
            max_new_tokens: int, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
            eos_id: int | None, stop_ids: Sequence[int] = (), pad_id: int = 0, greedy: bool = False,
-           max_len: int | None = None, mesh=None, rules="fsdp_tp",
+           max_len: int | None = None, mesh=None, rules="fsdp_tp", runtime: Runtime | None = None,
            decode_moe_impl: str = "auto") -> SampleOutput:
   """Samples `num_samples` completions for each of B left-padded prompts (see the module docstring).
 
@@ -454,9 +460,11 @@ def sample(cfg: ModelConfig, params, prompt_tokens, prompt_mask, *, rng, num_sam
     max_len: optional bound on P + N (e.g. the training context); cfg.max_position_embeddings always is.
     mesh: a device mesh (r1jax.sharding.make_mesh); rows are split over the data axes.
     rules: the logical-axis rules table used with `mesh`.
-    decode_moe_impl: MoE dispatch of decode steps: "auto" (see _decode_cfg), "same" (cfg's), or a
-      ModelConfig.moe_impl value. Dropless dispatches compute the same sums, so this changes speed
-      only; a capacity-limited cfg (capacity_factor > 0) always keeps its own.
+    runtime: how the model runs (r1jax.model.runtime); None = the default. The prefill and the decode
+      steps start from it (see decode_moe_impl).
+    decode_moe_impl: MoE dispatch of decode steps: "auto" (see _decode_runtime), "same" (`runtime`'s),
+      or a Runtime.moe_impl value. Dropless dispatches compute the same sums, so this changes speed
+      only; a capacity-limited runtime (capacity_factor > 0) always keeps its own.
 
   Returns:
     SampleOutput: tokens int32[B*G, N], logprobs f32[B*G, N], mask int32[B*G, N], lengths int32[B*G],
@@ -506,11 +514,13 @@ def sample(cfg: ModelConfig, params, prompt_tokens, prompt_mask, *, rng, num_sam
             "must be left-padded: zeros (padding), then ones")
 
   greedy = bool(greedy) or temperature == 0.0
+  runtime = DEFAULT if runtime is None else runtime.validate_for(cfg)
   one_cpu = jax.default_backend() == "cpu" and (mesh is None or mesh.devices.size == 1)
   opts = _Options(num_samples=int(num_samples), max_new_tokens=int(max_new_tokens), greedy=greedy,
                   top_k=0 if greedy else min(int(top_k), cfg.vocab_size), use_top_p=not greedy and top_p < 1,
-                  pad_id=int(pad_id), decode_cfg=_decode_cfg(cfg, decode_moe_impl, b * num_samples, one_cpu),
-                  prefill_cfg=_prefill_cfg(cfg, b * p))
+                  pad_id=int(pad_id),
+                  decode_runtime=_decode_runtime(cfg, runtime, decode_moe_impl, b * num_samples, one_cpu),
+                  prefill_runtime=_prefill_runtime(cfg, runtime, b * p))
   stop_k = _stop_array(ids)
   args = (params, prompt_tokens, prompt_mask, rng, jnp.float32(1.0 if greedy else temperature),
           jnp.float32(top_p), stop_k)

@@ -26,6 +26,7 @@ from r1jax.data.jsonl import write_json
 from r1jax.data import tasks
 from r1jax.eval import EvalConfig, evaluate
 from r1jax.eval.report import eval_columns, eval_table, is_percent, plot_bars
+from r1jax.model import ModelConfig
 
 # results.json / .md / .png live beside the per-model caches, so a model may not take these names.
 _RESERVED = frozenset({"results"})
@@ -125,7 +126,7 @@ def run(c, models: dict[str, str], tokenizer_path: str, out_dir: str) -> dict:
   ec, task = validate(c, models, tokenizer_path)                      # fail fast, before any work
   tok = SentencePieceTokenizer.load(tokenizer_path)
   for name, path in models.items():                                   # still cheap: config JSON only
-    vocab = load_config(path).vocab_size
+    vocab = load_config(path, ModelConfig).vocab_size
     if vocab < tok.vocab_size:
       raise ValueError(f"model {name!r} ({path}) has vocab_size {vocab} < the tokenizer's {tok.vocab_size}: "
                        "was it trained with another tokenizer?")
@@ -138,7 +139,7 @@ def run(c, models: dict[str, str], tokenizer_path: str, out_dir: str) -> dict:
     setup = _setup(c, ec, path, tokenizer_path)
     report = _read_cache(cache, setup)
     if report is None:
-      cfg, variables, metadata = load_model(path)
+      cfg, variables, metadata = load_model(path, ModelConfig)
       report = evaluate(cfg, variables, tok, examples, ec, template=c.template)
       report.update(eval_setup=setup, model_metadata=metadata)
       write_json(cache, report)

@@ -56,10 +56,10 @@ def lm_stage(stage_dir: str, model_cfg: ModelConfig, sc: LMStageConfig, examples
     return out
   init_vars = None
   if init is not None:
-    init_cfg, init_vars, _ = load_model(init)
+    init_cfg, init_vars, _ = load_model(init, ModelConfig)
     if init_cfg != model_cfg:
       raise ValueError(f"{init}: its model config differs from the stage's ({stage_dir})")
-  teacher_pair = load_model(teacher)[:2] if teacher is not None and sc.distill.token_level else None
+  teacher_pair = load_model(teacher, ModelConfig)[:2] if teacher is not None and sc.distill.token_level else None
   variables = run_lm_stage(model_cfg, sc, examples=examples, tokenizer=tok, workdir=stage_dir,
                            init_variables=init_vars, teacher=teacher_pair)
   return save_model(out, model_cfg, variables, metadata={"init": init, "teacher": teacher, **dict(metadata or {})})
@@ -71,7 +71,7 @@ def rl_stage(stage_dir: str, sc: RLStageConfig, init: str, tok, train: Sequence,
   out = model_dir(stage_dir)
   if is_model(out):
     return out
-  cfg, variables, _ = load_model(init)
+  cfg, variables, _ = load_model(init, ModelConfig)
   variables = run_rl_stage(cfg, sc, init_variables=variables, tokenizer=tok, train_examples=train,
                            eval_examples=test, workdir=stage_dir)
   return save_model(out, cfg, variables, metadata={"init": init, **dict(metadata or {})})

@@ -72,7 +72,7 @@ def _rejection(stage_dir: str, model_dir: str, tok, examples, rc: RejectionConfi
   os.makedirs(stage_dir, exist_ok=True)
   path = os.path.join(stage_dir, TRACES)
   if not os.path.exists(path + ".stats.json"):
-    cfg, variables, _ = load_model(model_dir)
+    cfg, variables, _ = load_model(model_dir, ModelConfig)
     rejection_sample(cfg, variables, tok, examples, rc, path, source=model_dir)
   return exported.sft_data(path)
 

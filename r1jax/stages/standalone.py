@@ -67,7 +67,7 @@ def run_sft(c, workdir: str) -> str:
   data = exported.sft_data(data_paths)
   model_cfg, sc = validate_sft(c, tok.vocab_size)
   if init:
-    model_cfg = load_config(init)
+    model_cfg = load_config(init, ModelConfig)
   return exported.lm_stage(workdir, model_cfg, sc, data, tok, init=init, metadata={"stage": "sft"})
 
 
@@ -91,12 +91,12 @@ def run_distill(c, workdir: str) -> str:
   teacher = model_input(c, "teacher", "the exported teacher model directory")
   student_init = model_input(c, "student_init", "the exported student to start from; empty: config.student "
                              "from scratch", required=False)
-  teacher_cfg = load_config(teacher)
+  teacher_cfg = load_config(teacher, ModelConfig)
   tok = exported.tokenizer(tokenizer_path)
   data = exported.sft_data(data_paths)
   student_cfg, sc = validate_distill(c, teacher_cfg.vocab_size)
   if student_init:
-    student_cfg = load_config(student_init)
+    student_cfg = load_config(student_init, ModelConfig)
   check_compatible(student_cfg, teacher_cfg)
   return exported.lm_stage(workdir, student_cfg, sc, data, tok, init=student_init, teacher=teacher,
                            metadata={"stage": "distill"})
@@ -143,7 +143,7 @@ def run_rejection_sample(c, workdir: str) -> dict:
   tokenizer_path = input_path(c, "tokenizer", TOKENIZER)
   examples = list(task.examples(c.split, seed=c.seed, num=c.num_problems))
   tok = SentencePieceTokenizer.load(tokenizer_path)
-  cfg = load_config(model_dir)                        # the config alone: check before loading weights
+  cfg = load_config(model_dir, ModelConfig)          # the config alone: check before loading weights
   if tok.vocab_size > cfg.vocab_size:
     raise ValueError(f"config.tokenizer={tokenizer_path!r} has {tok.vocab_size} ids but config.model="
                      f"{model_dir!r} only {cfg.vocab_size}: not the tokenizer it was trained with")
@@ -151,6 +151,6 @@ def run_rejection_sample(c, workdir: str) -> dict:
     raise ConfigFieldError(f"config.rejection: max_prompt_len + max_new_tokens = "
                            f"{rc.max_prompt_len + rc.max_new_tokens} > the model's max_position_embeddings="
                            f"{cfg.max_position_embeddings}")
-  cfg, variables, _ = load_model(model_dir)
+  cfg, variables, _ = load_model(model_dir, ModelConfig)
   return rejection_sample(cfg, variables, tok, examples, rc, os.path.join(workdir, TRACES),
                           source=os.path.abspath(model_dir))

@@ -135,8 +135,8 @@ def test_yarn_defaults_follow_transformers():
 
 
 def test_dtype_argument_and_overrides():
-  cfg = from_hf_config(QWEN3_0_6B, dtype="float32", moe_impl="dense", remat="full")
-  _fields(cfg, dtype="float32", param_dtype="float32", moe_impl="dense", remat="full")
+  cfg = from_hf_config(QWEN3_0_6B, dtype="float32", rms_norm_eps=1e-5, remat="full")
+  _fields(cfg, dtype="float32", param_dtype="float32", rms_norm_eps=1e-5, remat="full")
   assert from_hf_config({k: v for k, v in QWEN3_0_6B.items() if k != "torch_dtype"}).dtype == "float32"
   assert from_hf_config({**QWEN3_0_6B, "torch_dtype": None, "dtype": "bfloat16"}).dtype == "bfloat16"
 

@@ -99,7 +99,8 @@ def test_the_moe_kernel_dispatch_is_forward_only():
   p = cpu.panel_width()
   x, w = jnp.ones((4, p)), jnp.ones((4, 1))
   weights = (jnp.ones((2, p, p)),) * 3
-  f = lambda x: expert_mlp(x, jnp.zeros((4, 1), jnp.int32), w, jnp.ones(4), *weights, impl="cpu_kernel")[0].sum()
+  f = lambda x: expert_mlp(x, jnp.zeros((4, 1), jnp.int32), w, jnp.ones(4), *weights, impl="kernel",
+                             kernels=cpu)[0].sum()
   assert np.isfinite(float(f(x)))
   with pytest.raises(NotImplementedError, match="routed_experts is forward only"):
     jax.grad(f)(x)

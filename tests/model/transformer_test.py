@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from r1jax.model import ModelConfig, apply_model, forward, init_params
+from r1jax.model import ModelConfig, Runtime, apply_model, forward, init_params
 from r1jax.sharding import batch_sharding, make_mesh, mesh_rules
 
 TINY = ModelConfig.preset("tiny")
@@ -23,7 +23,7 @@ def _tokens(b, t, seed=1, vocab=64):
   return jax.random.randint(jax.random.key(seed), (b, t), 0, vocab)
 
 
-_fwd = jax.jit(forward, static_argnums=0)
+_fwd = jax.jit(forward, static_argnums=0, static_argnames="runtime")
 
 
 @pytest.mark.parametrize("preset", ["tiny", "tiny_qwen2", "tiny_qwen3_moe"])
@@ -39,12 +39,14 @@ def test_causality(preset):
 
 @pytest.mark.parametrize("impl", ["dense", "sorted", "ragged"])
 def test_padding_invariance(tiny_params, impl):
-  cfg = TINY.replace(moe_impl=impl)
+  cfg, rt = TINY, Runtime(moe_impl=impl)
   tok = _tokens(1, 9)
-  alone = _fwd(cfg, tiny_params, tok)[0]
+  alone = _fwd(cfg, tiny_params, tok, runtime=rt)[0]
   pad = jnp.zeros((1, 4), tok.dtype) + 3
-  left = _fwd(cfg, tiny_params, jnp.concatenate([pad, tok], 1), jnp.concatenate([pad * 0, tok * 0 + 1], 1))[0, 4:]
-  right = _fwd(cfg, tiny_params, jnp.concatenate([tok, pad], 1), jnp.concatenate([tok * 0 + 1, pad * 0], 1))[0, :9]
+  left = _fwd(cfg, tiny_params, jnp.concatenate([pad, tok], 1), jnp.concatenate([pad * 0, tok * 0 + 1], 1),
+              runtime=rt)[0, 4:]
+  right = _fwd(cfg, tiny_params, jnp.concatenate([tok, pad], 1), jnp.concatenate([tok * 0 + 1, pad * 0], 1),
+               runtime=rt)[0, :9]
   np.testing.assert_allclose(left, alone, atol=1e-5)
   np.testing.assert_allclose(right, alone, atol=1e-5)
 
@@ -64,7 +66,7 @@ def test_dispatch_implementations_agree_in_model(tiny_params):
   mask = jnp.ones_like(tok).at[0, :5].set(0)
   outs = {}
   for impl, cf in [("dense", 0.0), ("sorted", 0.0), ("ragged", 0.0), ("sorted", 8.0)]:
-    out = apply_model(TINY.replace(moe_impl=impl, capacity_factor=cf), tiny_params, tok, attention_mask=mask)
+    out = apply_model(TINY, tiny_params, tok, attention_mask=mask, runtime=Runtime(moe_impl=impl, capacity_factor=cf))
     outs[(impl, cf)] = out
     assert float(out.aux["dropped_fraction"].max()) == 0.0
   for key, out in outs.items():
@@ -78,7 +80,7 @@ def test_gradients_reach_router_and_experts(tiny_params):
   cot = jax.random.normal(jax.random.key(9), (2, 16, 64))
 
   def loss(p, impl):
-    return jnp.sum(forward(TINY.replace(moe_impl=impl), {**tiny_params, "params": p}, tok) * cot)
+    return jnp.sum(forward(TINY, {**tiny_params, "params": p}, tok, runtime=Runtime(moe_impl=impl)) * cot)
 
   grads = {impl: jax.jit(jax.grad(loss), static_argnums=1)(tiny_params["params"], impl)
            for impl in ("dense", "sorted")}
@@ -133,7 +135,7 @@ def test_bad_tokens_rejected(tiny_params):
 @pytest.mark.parametrize("impl,cf", [("sorted", 0.0), pytest.param("sorted", 8.0, marks=pytest.mark.slow)])
 def test_mesh_matches_single_device(shape, impl, cf):
   assert jax.device_count() == 8, "tests/conftest.py sets 8 fake CPU devices"
-  cfg = TINY.replace(moe_impl=impl, capacity_factor=cf)
+  cfg, rt = TINY, Runtime(moe_impl=impl, capacity_factor=cf)
   mesh = make_mesh(shape)
   sharded = init_params(cfg, jax.random.key(0), mesh=mesh)
   single = init_params(cfg, jax.random.key(0))
@@ -151,6 +153,6 @@ def test_mesh_matches_single_device(shape, impl, cf):
   with mesh_rules(mesh):
     tok_s = jax.device_put(tok, batch_sharding(mesh))
     mask_s = jax.device_put(mask, batch_sharding(mesh))
-    got = jax.jit(forward, static_argnums=0)(cfg, sharded, tok_s, mask_s)
-  want = _fwd(cfg, single, tok, mask)
+    got = jax.jit(forward, static_argnums=0, static_argnames="runtime")(cfg, sharded, tok_s, mask_s, runtime=rt)
+  want = _fwd(cfg, single, tok, mask, runtime=rt)
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5, rtol=1e-5)

@@ -12,14 +12,15 @@ import numpy as np
 import pytest
 
 from r1jax.kernels import cpu as cpu_kernels
-from r1jax.model import ModelConfig, forward, init_params, param_shardings
+from r1jax.model import ModelConfig, Runtime, forward, init_params, param_shardings
 from r1jax.sampling import sample
 from r1jax.sampling import sampler as sampler_lib
-from r1jax.sampling.sampler import (_decode_cfg, _filter_logits, _inverse_cdf_sample, _Options, _prefill_cfg,
+from r1jax.sampling.sampler import (_decode_runtime, _filter_logits, _inverse_cdf_sample, _Options, _prefill_runtime,
                                     _sample_jit)
 from r1jax.sharding import make_mesh
 
 B, P, G, N = 2, 6, 4, 6
+RT = Runtime()
 TEMPERATURE = 0.7
 
 
@@ -47,7 +48,8 @@ def model(request):
   kw = {}
   if request.param == "tiny_sorted":   # E > 4k: the prefill and the decode steps keep the sorted dispatch
     cfg = ModelConfig.preset("tiny").replace(n_routed_experts=12)
-    assert _prefill_cfg(cfg, B * P).moe_impl == _decode_cfg(cfg, "same", B * G, True).moe_impl == "sorted"
+    assert _prefill_runtime(cfg, RT, B * P).moe_impl == _decode_runtime(cfg, RT, "same", B * G, True).moe_impl \
+        == "sorted"
     kw = dict(decode_moe_impl="same")
   elif request.param == "tiny_xla":
     cfg, kw = ModelConfig.preset("tiny"), dict(decode_moe_impl="dense")
@@ -163,7 +165,7 @@ def test_nothing_after_eos_is_unmasked(tiny):
 # ------------------------------------------------------------------------------------------ token choice
 def _opts(**kw):
   base = dict(num_samples=1, max_new_tokens=1, greedy=False, top_k=0, use_top_p=False, pad_id=0,
-              decode_cfg=ModelConfig.preset("tiny"), prefill_cfg=ModelConfig.preset("tiny"))
+              decode_runtime=RT, prefill_runtime=RT)
   return _Options(**{**base, **kw})
 
 
@@ -171,34 +173,36 @@ def test_auto_decode_uses_the_cpu_kernels_on_one_cpu():
   tiny, bench = ModelConfig.preset("tiny"), ModelConfig.preset("bench")
   if cpu_kernels._compiler() is not None:      # a compiler is here: the kernels must build and be chosen
     for cfg in (tiny, bench):
-      chosen = _decode_cfg(cfg, "auto", B * G, one_cpu=True)
-      assert (chosen.attention_impl, chosen.moe_impl, chosen.mlp_impl) == ("cpu_kernel",) * 3
+      chosen = _decode_runtime(cfg, RT, "auto", B * G, one_cpu=True)
+      assert (chosen.attention_impl, chosen.moe_impl, chosen.mlp_impl, chosen.kernels) == ("kernel",) * 3 + (
+          cpu_kernels,)
     qwen = ModelConfig.preset("tiny_qwen2")                                      # GQA: the MLP kernel only
-    assert _decode_cfg(qwen, "auto", B * G, one_cpu=True) == qwen.replace(mlp_impl="cpu_kernel")
-  assert _decode_cfg(bench, "auto", 64, one_cpu=False).moe_impl == "dense"      # a mesh / an accelerator
-  assert _decode_cfg(bench, "dense", 64, one_cpu=True).attention_impl == "xla"  # an explicit MoE choice
+    assert _decode_runtime(qwen, RT, "auto", B * G, one_cpu=True) == RT.replace(mlp_impl="kernel",
+                                                                                 kernels=cpu_kernels)
+  assert _decode_runtime(bench, RT, "auto", 64, one_cpu=False).moe_impl == "dense"      # a mesh / an accelerator
+  assert _decode_runtime(bench, RT, "dense", 64, one_cpu=True).attention_impl == "xla"  # an explicit MoE choice
   bf16 = bench.replace(dtype="bfloat16")
-  assert _decode_cfg(bf16, "auto", 64, one_cpu=True).moe_impl == "dense"        # the kernels are f32 only
-  with pytest.raises(ValueError, match="decode_moe_impl='cpu_kernel'.*one CPU device"):
-    _decode_cfg(bench, "cpu_kernel", 64, one_cpu=False)
+  assert _decode_runtime(bf16, RT, "auto", 64, one_cpu=True).moe_impl == "dense"        # the kernels are f32 only
+  with pytest.raises(ValueError, match="decode_moe_impl='kernel'.*one CPU device"):
+    _decode_runtime(bench, RT, "kernel", 64, one_cpu=False)
 
 
 def test_without_a_compiler_auto_decode_stays_on_xla(monkeypatch):
   monkeypatch.setattr(cpu_kernels, "available", lambda: False)
-  chosen = _decode_cfg(ModelConfig.preset("bench"), "auto", 64, one_cpu=True)
+  chosen = _decode_runtime(ModelConfig.preset("bench"), RT, "auto", 64, one_cpu=True)
   assert (chosen.attention_impl, chosen.moe_impl, chosen.mlp_impl) == ("xla", "dense", "xla")
 
 
 def test_prefill_dispatch_is_dense_only_for_short_prompts_and_few_experts():
   bench = ModelConfig.preset("bench")                       # E=8, k=2, dropless sorted
-  assert _prefill_cfg(bench, 8 * 32).moe_impl == "dense"    # 64-row expert loads
-  assert _prefill_cfg(bench, 8 * 512) == bench              # 1024-row loads: sorted blocks are efficient
+  assert _prefill_runtime(bench, RT, 8 * 32).moe_impl == "dense"    # 64-row expert loads
+  assert _prefill_runtime(bench, RT, 8 * 512) == RT                 # 1024-row loads: sorted blocks are efficient
   many = bench.replace(n_routed_experts=64)
-  assert _prefill_cfg(many, 8 * 32) == many                 # E > 4k: 32x the routed FLOPs
-  capped = bench.replace(capacity_factor=1.25)
-  assert _prefill_cfg(capped, 8 * 32) == capped             # a capacity config keeps its drops
+  assert _prefill_runtime(many, RT, 8 * 32) == RT                   # E > 4k: 32x the routed FLOPs
+  capped = RT.replace(capacity_factor=1.25)
+  assert _prefill_runtime(bench, capped, 8 * 32) == capped          # a capacity runtime keeps its drops
   dense_model = ModelConfig.preset("tiny_qwen2")
-  assert _prefill_cfg(dense_model, 8) == dense_model
+  assert _prefill_runtime(dense_model, RT, 8) == RT
 
 
 def test_top_k_and_top_p_keep_the_right_sets():

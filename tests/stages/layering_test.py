@@ -4,7 +4,10 @@
 
 No module of r1jax outside r1jax/stages imports r1jax.stages (so the stages can build on everything below
 them without an import cycle), and no module of r1jax imports the repository's configs/ or experiments/
-packages, which are not part of the installed library. Every import counts, also one inside a function.
+packages, which are not part of the installed library. Below the stages, each package imports only the
+packages ALLOWED names for it: the model knows nothing of the kernels, RL, data or checkpoints; rewards,
+kernels and sharding are leaves; data uses only the R1 tag constants of rewards.format; checkpoint knows
+no model. Every import counts, also one inside a function.
 """
 import ast
 import pathlib
@@ -17,6 +20,22 @@ PACKAGE = ROOT / "r1jax"
 BELOW_STAGES = ("model", "sharding", "rl", "train", "eval", "sampling", "rewards", "data", "checkpoint", "kernels",
                 "hf")
 OUTSIDE_LIBRARY = ("configs", "experiments")
+# package -> the other r1jax packages (and top-level modules) it may import.
+ALLOWED = {
+    "kernels": (),
+    "sharding": (),
+    "rewards": (),
+    "checkpoint": (),
+    "data": ("rewards",),
+    "model": ("sharding",),
+    "hf": ("model", "sharding", "checkpoint"),
+    "sampling": ("model", "sharding", "kernels", "rewards"),
+    "train": ("model", "sharding"),
+    "rl": ("model", "sharding", "train"),
+    "eval": ("sampling", "model", "sharding", "data", "rewards"),
+    "testing": ("model", "data"),
+    "config_utils": (),
+}
 
 
 def module_name(path: pathlib.Path, root: pathlib.Path = ROOT) -> str:
@@ -66,6 +85,10 @@ def violations(path: pathlib.Path, root: pathlib.Path = ROOT) -> list[str]:
       found.append(f"{name} imports {target} (not part of the library)")
     elif _is_under(target, "r1jax.stages") and not _is_under(name, "r1jax.stages"):
       found.append(f"{name} imports {target} (only r1jax.stages and what sits above it may)")
+    elif _is_under(target, "r1jax") and target != "r1jax" and name != "r1jax":
+      own, other = name.split(".")[1], target.split(".")[1]
+      if own in ALLOWED and other != own and other not in ALLOWED[own] and other != "stages":
+        found.append(f"{name} imports {target} (r1jax.{own} may import only {list(ALLOWED[own])})")
   return found
 
 
@@ -83,6 +106,12 @@ def test_the_layers_exist():
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_no_upward_import(path):
   assert not violations(path)
+
+
+def test_every_package_has_a_rule():
+  packages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()} - {"stages"}
+  modules = {p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
+  assert packages | modules == set(ALLOWED)
 
 
 def test_the_check_sees_every_form_of_import():
@@ -108,6 +137,12 @@ def test_a_violation_is_reported(tmp_path):
       "r1jax.train.bad imports configs.sft (not part of the library)",
       "r1jax.train.bad imports r1jax.stages.lm (only r1jax.stages and what sits above it may)",
       "r1jax.train.bad imports r1jax.stages.lm.run_lm_stage (only r1jax.stages and what sits above it may)"]
+  model = tmp_path / "r1jax" / "model" / "bad.py"
+  model.parent.mkdir(parents=True)
+  model.write_text("from r1jax.kernels import cpu\nfrom r1jax.sharding import mesh\n")
+  assert violations(model, tmp_path) == [
+      "r1jax.model.bad imports r1jax.kernels (r1jax.model may import only ['sharding'])",
+      "r1jax.model.bad imports r1jax.kernels.cpu (r1jax.model may import only ['sharding'])"]
   ok = tmp_path / "r1jax" / "stages" / "fine.py"
   ok.parent.mkdir(parents=True)
   ok.write_text("from r1jax.stages import lm\nfrom r1jax.rl import step\n")

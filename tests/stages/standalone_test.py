@@ -13,7 +13,7 @@ from r1jax.checkpoint import is_model, load_model, save_model
 from r1jax.config_utils import ConfigFieldError
 from r1jax.data import SentencePieceTokenizer, tasks
 from r1jax.data.jsonl import JsonlError
-from r1jax.model import init_params
+from r1jax.model import ModelConfig, init_params
 from r1jax.stages import exported, standalone
 from r1jax.testing import tiny_model_config
 
@@ -48,11 +48,11 @@ def test_sft_from_a_checkpoint_then_skips_when_finished(setup, tmp_path, monkeyp
   c.data, c.tokenizer, c.init = data, tok_path, teacher
   out = standalone.run_sft(c, str(tmp_path / "sft"))
   assert is_model(out)
-  cfg, variables, meta = load_model(out)
-  assert cfg == load_model(teacher)[0] and meta["init"] == teacher
+  cfg, variables, meta = load_model(out, ModelConfig)
+  assert cfg == load_model(teacher, ModelConfig)[0] and meta["init"] == teacher
   recs = [json.loads(l) for l in open(tmp_path / "sft" / "metrics.jsonl")]
   assert [r["step"] for r in recs if r["kind"] == "train"] == [1, 2, 3]
-  t0 = jax.tree.leaves(load_model(teacher)[1])
+  t0 = jax.tree.leaves(load_model(teacher, ModelConfig)[1])
   assert any(not np.array_equal(a, b) for a, b in zip(t0, jax.tree.leaves(variables)))   # it trained
 
   monkeypatch.setattr(exported, "run_lm_stage", lambda *a, **k: pytest.fail("a finished stage ran again"))
@@ -65,7 +65,7 @@ def test_distill_with_token_level_kd(setup, tmp_path):
   c.student.update(hidden_size=32, intermediate_size=64, num_hidden_layers=2)
   c.data, c.tokenizer, c.teacher = data, tok_path, teacher
   out = standalone.run_distill(c, str(tmp_path / "student"))
-  cfg, _, meta = load_model(out)
+  cfg, _, meta = load_model(out, ModelConfig)
   assert cfg.attention == "gqa" and not cfg.is_moe and meta["teacher"] == teacher
   recs = [json.loads(l) for l in open(tmp_path / "student" / "metrics.jsonl")]
   assert all(np.isfinite(r["kd_kl"]) and r["kd_kl"] >= 0 for r in recs if r["kind"] == "train")
@@ -159,7 +159,7 @@ def test_grpo_experiment_from_an_exported_model(setup, tmp_path):
   c.rl.eval.update(num_examples=4, batch_size=4, max_new_tokens=6, num_samples=2)
   c.init, c.tokenizer = teacher, tok_path
   out = standalone.run_grpo(c, str(tmp_path / "grpo"))
-  assert is_model(out) and load_model(out)[2]["init"] == teacher
+  assert is_model(out) and load_model(out, ModelConfig)[2]["init"] == teacher
   recs = [json.loads(l) for l in open(tmp_path / "grpo" / "metrics.jsonl")]
   assert [r["step"] for r in recs if r["kind"] == "train"] == [1, 2]
   with pytest.raises(ConfigFieldError, match="config.rl: RLStageConfig.group_size=1"):
