@@ -16,6 +16,7 @@ import ml_collections
 
 from r1jax.config_utils import config_argument
 from r1jax.model import preset_fields
+from r1jax.model.runtime import runtime_fields
 
 
 def get_config(arg: str | None = None):
@@ -53,7 +54,8 @@ def get_config(arg: str | None = None):
                 checkpoint_every=100, template="compact",
                 lm=dict(router_bias_rate=bias_rate, balance_loss_coef=0.0),
                 optim=dict(learning_rate=lr, warmup_steps=min(warmup, steps // 4), total_steps=steps,
-                           weight_decay=0.01, end_lr_ratio=0.05))
+                           weight_decay=0.01, end_lr_ratio=0.05),
+                runtime=runtime_fields())   # r1jax.model.runtime.Runtime: MoE dispatch, capacity factor
 
   def rl(steps, weights, lr=2e-4):
     steps = 2 if tiny else (steps // 4 if local else steps)
@@ -66,7 +68,8 @@ def get_config(arg: str | None = None):
         advantage_estimator="grpo",        # r1jax.rl.advantages: grpo | batch_std | dr_grpo | rloo
         grpo=dict(epsilon_low=0.2, epsilon_high=0.28, beta=0.01, kl_estimator="k3", aggregation="token_mean",
                   temperature=1.0, num_iterations=2, num_minibatches=1, router_bias_rate=0.0),
-        optim=dict(learning_rate=lr, warmup_steps=0, total_steps=steps, schedule="constant", clip_norm=1.0))
+        optim=dict(learning_rate=lr, warmup_steps=0, total_steps=steps, schedule="constant", clip_norm=1.0),
+        runtime=runtime_fields())
 
   def rejection(num_problems, k):
     return dict(

@@ -11,6 +11,7 @@ import ml_collections
 
 from r1jax.config_utils import config_argument
 from r1jax.model import preset_fields
+from r1jax.model.runtime import runtime_fields
 
 
 def get_config(arg: str | None = None):
@@ -37,7 +38,8 @@ def get_config(arg: str | None = None):
       checkpoint_every=100, template="compact",
       lm=dict(router_bias_rate=1e-3, balance_loss_coef=0.0),
       optim=dict(learning_rate=3e-3, warmup_steps=20, total_steps=20 if runlocal else 600, weight_decay=0.01,
-                 end_lr_ratio=0.05))
+                 end_lr_ratio=0.05),
+      runtime=runtime_fields())            # r1jax.model.runtime.Runtime: MoE dispatch, capacity factor
 
   # GRPO (r1jax.stages.grpo.RLStageConfig).
   c.rl = dict(
@@ -49,7 +51,8 @@ def get_config(arg: str | None = None):
                 temperature=1.0, num_iterations=2, num_minibatches=1, router_bias_rate=0.0),
       optim=dict(learning_rate=2e-4, warmup_steps=0, total_steps=40, schedule="constant", clip_norm=1.0),
       eval=dict(num_examples=40 if runlocal else 400, batch_size=40 if runlocal else 100, max_prompt_len=24,
-                max_new_tokens=40, num_samples=4, temperature=1.0))
+                max_new_tokens=40, num_samples=4, temperature=1.0),
+      runtime=runtime_fields())
 
   # Evaluation of the base and the final policy (r1jax.eval.EvalConfig).
   c.eval = dict(num_examples=40 if runlocal else 400, batch_size=40 if runlocal else 100, max_prompt_len=24,

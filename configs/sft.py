@@ -10,6 +10,7 @@ import ml_collections
 
 from r1jax.config_utils import config_argument
 from r1jax.model import preset_fields
+from r1jax.model.runtime import runtime_fields
 
 
 def get_config(arg: str | None = None):
@@ -27,5 +28,6 @@ def get_config(arg: str | None = None):
       num_steps=steps, batch_size=16, seq_len=192, log_every=min(25, steps), checkpoint_every=50,
       template="compact", lm=dict(router_bias_rate=0.0, balance_loss_coef=0.0),
       optim=dict(learning_rate=1e-3, warmup_steps=min(20, steps // 4), total_steps=steps, weight_decay=0.01,
-                 end_lr_ratio=0.05))
+                 end_lr_ratio=0.05),
+      runtime=runtime_fields())          # r1jax.model.runtime.Runtime: MoE dispatch, capacity factor
   return c

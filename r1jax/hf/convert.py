@@ -79,7 +79,7 @@ def load_orbax(directory: str | os.PathLike, *, mesh=None, rules="fsdp_tp") -> t
   """Reads what save_orbax wrote: (cfg, params), placed in their shardings when a mesh is given."""
   import orbax.checkpoint as ocp
   d = pathlib.Path(directory).absolute()
-  cfg = ModelConfig(**json.loads((d / "model_config.json").read_text()))
+  cfg = ModelConfig.from_dict(json.loads((d / "model_config.json").read_text()))
   abstract = abstract_params(cfg)
   if mesh is None:
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])

@@ -23,6 +23,7 @@ import numpy as np
 import optax
 
 from r1jax.model.config import ModelConfig
+from r1jax.model.runtime import Runtime
 from r1jax.model.transformer import sequence_logprobs
 from r1jax.rl.losses import AGGREGATIONS, KL_ESTIMATORS, grpo_loss
 from r1jax.sharding.mesh import mesh_rules
@@ -68,12 +69,13 @@ class GRPOConfig:
         raise ValueError(f"GRPOConfig.{name}={getattr(self, name)!r}: {why}")
 
 
-def grpo_objective(cfg: ModelConfig, rl: GRPOConfig):
+def grpo_objective(cfg: ModelConfig, rl: GRPOConfig, runtime: Runtime | None = None):
   """loss_fn(variables, batch) -> (loss, (metrics, aux)) for r1jax.train.step.make_update."""
 
   def loss_fn(variables, batch):
     n = batch["completion_mask"].shape[1]
-    logp, aux = sequence_logprobs(cfg, variables, batch["tokens"], batch["attention_mask"], n, rl.temperature)
+    logp, aux = sequence_logprobs(cfg, variables, batch["tokens"], batch["attention_mask"], n, rl.temperature,
+                                  runtime=runtime)
     loss, metrics = grpo_loss(
         logp, batch["old_logp"], batch.get("ref_logp"), batch["advantages"], batch["completion_mask"],
         epsilon_low=rl.epsilon_low, epsilon_high=rl.epsilon_high, beta=rl.beta, kl_estimator=rl.kl_estimator,
@@ -86,15 +88,17 @@ def grpo_objective(cfg: ModelConfig, rl: GRPOConfig):
 
 
 def make_grpo_update(cfg: ModelConfig, rl: GRPOConfig, tx: optax.GradientTransformation, *, mesh=None,
-                     rules="fsdp_tp", donate: bool = True):
-  """The jitted GRPO minibatch update: `update(state, batch) -> (state, metrics)`."""
-  return make_update(cfg, tx, grpo_objective(cfg, rl), router_bias_rate=rl.router_bias_rate, mesh=mesh,
+                     rules="fsdp_tp", donate: bool = True, runtime: Runtime | None = None):
+  """The jitted GRPO minibatch update: `update(state, batch) -> (state, metrics)`; runtime: r1jax.model.Runtime."""
+  return make_update(cfg, tx, grpo_objective(cfg, rl, runtime), router_bias_rate=rl.router_bias_rate, mesh=mesh,
                      rules=rules, donate=donate)
 
 
-def make_logprob_fn(cfg: ModelConfig, temperature: float = 1.0, *, mesh=None, rules="fsdp_tp"):
+def make_logprob_fn(cfg: ModelConfig, temperature: float = 1.0, *, mesh=None, rules="fsdp_tp",
+                    runtime: Runtime | None = None):
   """Jitted `logprob_fn(variables, tokens, attention_mask, num_completion) -> f32[S, N]` (reference pass)."""
-  fn = jax.jit(lambda v, t, m, n: sequence_logprobs(cfg, v, t, m, n, temperature)[0], static_argnums=3)
+  fn = jax.jit(lambda v, t, m, n: sequence_logprobs(cfg, v, t, m, n, temperature, runtime=runtime)[0],
+               static_argnums=3)
 
   def logprob_fn(variables, tokens, attention_mask, num_completion: int):
     with mesh_rules(mesh, rules):

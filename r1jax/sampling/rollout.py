@@ -143,7 +143,7 @@ def pad_prompts(batch: Mapping, rows: int) -> tuple[np.ndarray, np.ndarray]:
 
 def rollout(cfg, variables, tokenizer, batch: Mapping, *, rng, settings: RolloutSettings,
             rows: int | None = None, scorer: RewardScorer | None = None,
-            mesh=None) -> Rollout:
+            mesh=None, runtime=None) -> Rollout:
   """Samples `settings.num_samples` completions for each prompt of `batch`, decodes and (optionally) scores them.
 
   Args:
@@ -156,13 +156,15 @@ def rollout(cfg, variables, tokenizer, batch: Mapping, *, rng, settings: Rollout
     rows: the prompts per sampler call; a shorter batch is padded to it (None: the batch's own size).
     scorer: the rewards; None leaves the rollout unscored.
     mesh: optional device mesh for the sampler.
+    runtime: the caller's r1jax.model.Runtime for the sampler (None: the default).
   """
   n = len(batch["examples"])
   g = settings.num_samples
   tokens_bp, mask_bp = pad_prompts(batch, n if rows is None else rows)
   out = sample(cfg, variables, tokens_bp, mask_bp, rng=rng, num_samples=g, max_new_tokens=settings.max_new_tokens,
                temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p, greedy=settings.greedy,
-               eos_id=tokenizer.eos_id, stop_ids=tuple(tokenizer.stop_ids), pad_id=tokenizer.pad_id, mesh=mesh)
+               eos_id=tokenizer.eos_id, stop_ids=tuple(tokenizer.stop_ids), pad_id=tokenizer.pad_id, mesh=mesh,
+               runtime=runtime)
   jax.block_until_ready(out.tokens)
   t0 = time.time()
   keep = n * g

@@ -25,6 +25,7 @@ from r1jax.data.pipeline import prompt_batches
 from r1jax.data.templates import get_template, response_prefix
 from r1jax.eval.evaluate import EvalConfig, evaluate
 from r1jax.model.config import ModelConfig
+from r1jax.model.runtime import Runtime
 from r1jax.rl.advantages import ADVANTAGE_ESTIMATORS, get_advantage_fn
 from r1jax.rl.step import GRPOConfig, grpo_update_rollout, make_grpo_update, make_logprob_fn
 from r1jax.sampling.rollout import Rollout, check_reward_names, RewardScorer, RolloutSettings, concat, rollout, select_groups
@@ -59,6 +60,7 @@ class RLStageConfig:
   grpo: GRPOConfig = GRPOConfig()
   optim: OptimConfig = OptimConfig(learning_rate=1e-4, warmup_steps=0, total_steps=40, schedule="constant")
   eval: EvalConfig = EvalConfig()
+  runtime: Runtime = Runtime()         # how the model runs in the update and the rollouts: r1jax.model.runtime
 
   def __post_init__(self):
     for name in ("num_steps", "batch_size", "max_prompt_len", "max_new_tokens", "log_every",
@@ -113,9 +115,10 @@ def run_rl_stage(model_cfg: ModelConfig, sc: RLStageConfig, *, init_variables: d
   settings = RolloutSettings(num_samples=sc.group_size, max_new_tokens=sc.max_new_tokens,
                              temperature=sc.grpo.temperature, top_k=sc.top_k, top_p=sc.top_p)
   tx = make_optimizer(sc.optim)
-  update = make_grpo_update(model_cfg, sc.grpo, tx)
+  runtime = sc.runtime.validate_for(model_cfg)
+  update = make_grpo_update(model_cfg, sc.grpo, tx, runtime=runtime)
   advantage_fn = get_advantage_fn(sc.advantage_estimator)
-  ref_logprobs = make_logprob_fn(model_cfg, sc.grpo.temperature)
+  ref_logprobs = make_logprob_fn(model_cfg, sc.grpo.temperature, runtime=runtime)
   data = prompt_batches(train_examples, tokenizer, template, batch_size=sc.batch_size,
                         max_prompt_len=sc.max_prompt_len, seed=sc.seed)
   ckpt = CheckpointManager(os.path.join(workdir, "checkpoints"), max_to_keep=sc.keep)
@@ -146,7 +149,7 @@ def run_rl_stage(model_cfg: ModelConfig, sc: RLStageConfig, *, init_variables: d
       while True:
         batch = next(data)
         r = rollout(model_cfg, state.variables(), tokenizer, batch, rng=jax.random.fold_in(key, tries),
-                    settings=settings, scorer=scorer)
+                    settings=settings, scorer=scorer, runtime=runtime)
         first = r if first is None else first
         t_reward += r.time_reward_s
         zv = _zero_variance(r.rewards, g)

@@ -19,6 +19,7 @@ import numpy as np
 from r1jax.checkpoint import CheckpointManager
 from r1jax.data.pipeline import packed_lm_batches
 from r1jax.model.config import ModelConfig
+from r1jax.model.runtime import Runtime
 from r1jax.model.transformer import init_params
 from r1jax.sharding.mesh import batch_sharding
 from r1jax.stages.state import from_state_dict, state_dict
@@ -43,6 +44,7 @@ class LMStageConfig:
   lm: LMConfig = LMConfig()
   optim: OptimConfig = OptimConfig()
   distill: DistillConfig = DistillConfig()   # token-level KD (needs a teacher); top_k=0: plain LM / SFT
+  runtime: Runtime = Runtime()       # how the model runs (MoE dispatch, capacity factor): r1jax.model.runtime
 
   def __post_init__(self):
     for name in ("num_steps", "batch_size", "seq_len", "log_every", "checkpoint_every", "keep"):
@@ -80,8 +82,9 @@ def run_lm_stage(model_cfg: ModelConfig, sc: LMStageConfig, *, examples: Any, to
       raise ValueError(f"LMStageConfig.distill.top_k={sc.distill.top_k}: token-level distillation needs a teacher")
     check_compatible(model_cfg, teacher[0])
   tx = make_optimizer(sc.optim)
-  update = make_distill_update(model_cfg, sc.lm, sc.distill, tx, mesh=mesh)
-  teacher_topk = make_teacher_topk(teacher[0], sc.distill) if sc.distill.token_level else None
+  runtime = sc.runtime.validate_for(model_cfg)
+  update = make_distill_update(model_cfg, sc.lm, sc.distill, tx, mesh=mesh, runtime=runtime)
+  teacher_topk = make_teacher_topk(teacher[0], sc.distill, sc.runtime) if sc.distill.token_level else None
   data = packed_lm_batches(examples, tokenizer, batch_size=sc.batch_size, seq_len=sc.seq_len, seed=sc.seed,
                            template=sc.template)
   ckpt = CheckpointManager(os.path.join(workdir, "checkpoints"), max_to_keep=sc.keep)

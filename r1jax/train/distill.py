@@ -19,6 +19,7 @@ import jax
 import optax
 
 from r1jax.model.config import ModelConfig
+from r1jax.model.runtime import Runtime
 from r1jax.train.lm import LMConfig, lm_objective, packed_forward
 from r1jax.train.losses import add_balance_loss, distill_loss, lm_loss
 from r1jax.train.step import make_update
@@ -49,12 +50,12 @@ def check_compatible(student: ModelConfig, teacher: ModelConfig) -> None:
                      "token-level distillation needs a shared tokenizer")
 
 
-def make_teacher_topk(teacher_cfg: ModelConfig, dc: DistillConfig):
+def make_teacher_topk(teacher_cfg: ModelConfig, dc: DistillConfig, runtime: Runtime | None = None):
   """Jitted (teacher_variables, packed batch) -> the batch plus teacher_logp / teacher_ids f32/i32[B, T, K]."""
 
   @jax.jit
   def fn(variables, batch):
-    out = packed_forward(teacher_cfg, variables, batch)
+    out = packed_forward(teacher_cfg, variables, batch, runtime)
     logp = jax.nn.log_softmax(out.logits.astype(jax.numpy.float32), axis=-1)
     top_logp, top_ids = jax.lax.top_k(logp, dc.top_k)
     return {**batch, "teacher_logp": top_logp, "teacher_ids": top_ids.astype(jax.numpy.int32)}
@@ -62,14 +63,14 @@ def make_teacher_topk(teacher_cfg: ModelConfig, dc: DistillConfig):
   return fn
 
 
-def distill_objective(cfg: ModelConfig, lm: LMConfig, dc: DistillConfig):
+def distill_objective(cfg: ModelConfig, lm: LMConfig, dc: DistillConfig, runtime: Runtime | None = None):
   """loss_fn(variables, batch) -> (loss, (metrics, aux)): trace CE, plus the top-k KL when enabled."""
-  ce_fn = lm_objective(cfg, lm)
+  ce_fn = lm_objective(cfg, lm, runtime)
   if not dc.token_level:
     return ce_fn
 
   def loss_fn(variables, batch):
-    out = packed_forward(cfg, variables, batch)
+    out = packed_forward(cfg, variables, batch, runtime)
     ce, ce_metrics = lm_loss(out.logits, batch["targets"], batch["loss_mask"])
     kl, kl_metrics = distill_loss(out.logits, batch["teacher_logp"], batch["teacher_ids"],
                                   batch["loss_mask"] > 0, temperature=dc.temperature)
@@ -83,7 +84,7 @@ def distill_objective(cfg: ModelConfig, lm: LMConfig, dc: DistillConfig):
 
 
 def make_distill_update(cfg: ModelConfig, lm: LMConfig, dc: DistillConfig, tx: optax.GradientTransformation, *,
-                        mesh=None, rules="fsdp_tp", donate: bool = True):
+                        mesh=None, rules="fsdp_tp", donate: bool = True, runtime: Runtime | None = None):
   """The jitted student update `update(state, batch) -> (state, metrics)`; batch from make_teacher_topk."""
-  return make_update(cfg, tx, distill_objective(cfg, lm, dc), router_bias_rate=lm.router_bias_rate, mesh=mesh,
+  return make_update(cfg, tx, distill_objective(cfg, lm, dc, runtime), router_bias_rate=lm.router_bias_rate, mesh=mesh,
                      rules=rules, donate=donate)

@@ -12,6 +12,7 @@ import dataclasses
 import optax
 
 from r1jax.model.config import ModelConfig
+from r1jax.model.runtime import Runtime
 from r1jax.model.transformer import apply_model
 from r1jax.train.losses import add_balance_loss, lm_loss
 from r1jax.train.step import make_update
@@ -28,19 +29,19 @@ class LMConfig:
         raise ValueError(f"LMConfig.{name}={getattr(self, name)!r}: must be >= 0")
 
 
-def packed_forward(cfg: ModelConfig, variables, batch):
+def packed_forward(cfg: ModelConfig, variables, batch, runtime: Runtime | None = None):
   """The model on a packed batch: attention stays within segments, positions restart per segment."""
   segment_ids = batch.get("segment_ids")
   mask = (segment_ids > 0) if segment_ids is not None else None
   return apply_model(cfg, variables, batch["tokens"], attention_mask=mask, positions=batch.get("positions"),
-                     segment_ids=segment_ids)
+                     segment_ids=segment_ids, runtime=runtime)
 
 
-def lm_objective(cfg: ModelConfig, lm: LMConfig):
+def lm_objective(cfg: ModelConfig, lm: LMConfig, runtime: Runtime | None = None):
   """loss_fn(variables, batch) -> (loss, (metrics, aux)) for make_update."""
 
   def loss_fn(variables, batch):
-    out = packed_forward(cfg, variables, batch)
+    out = packed_forward(cfg, variables, batch, runtime)
     loss, metrics = lm_loss(out.logits, batch["targets"], batch["loss_mask"])
     loss, metrics = add_balance_loss(loss, metrics, out.aux, lm.balance_loss_coef)
     return loss, (metrics, out.aux)
@@ -49,7 +50,7 @@ def lm_objective(cfg: ModelConfig, lm: LMConfig):
 
 
 def make_lm_update(cfg: ModelConfig, lm: LMConfig, tx: optax.GradientTransformation, *, mesh=None,
-                   rules="fsdp_tp", donate: bool = True):
-  """The jitted LM/SFT update `update(state, batch) -> (state, metrics)`."""
-  return make_update(cfg, tx, lm_objective(cfg, lm), router_bias_rate=lm.router_bias_rate, mesh=mesh,
+                   rules="fsdp_tp", donate: bool = True, runtime: Runtime | None = None):
+  """The jitted LM/SFT update `update(state, batch) -> (state, metrics)`; runtime: r1jax.model.Runtime."""
+  return make_update(cfg, tx, lm_objective(cfg, lm, runtime), router_bias_rate=lm.router_bias_rate, mesh=mesh,
                      rules=rules, donate=donate)
