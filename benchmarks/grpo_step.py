@@ -21,7 +21,7 @@ import jax
 from benchmarks.common import emit, matmul_peak_flops, peak_rss_mb
 from r1jax.config_utils import build
 from r1jax.data import tasks
-from r1jax.model import ModelConfig, init_params
+from r1jax.model import ModelConfig, init_variables
 from r1jax.stages.grpo import RLStageConfig, run_rl_stage
 from r1jax.testing import FakeTokenizer
 
@@ -39,7 +39,7 @@ def main():
   train = list(tasks.get("arithmetic", digits=3, ops="+").examples("train", seed=0, num=200))
   peak_before = matmul_peak_flops()            # the machine's speed now: the same-run reference
   with tempfile.TemporaryDirectory() as workdir:
-    run_rl_stage(cfg, sc, init_variables=init_params(cfg, jax.random.key(0)), tokenizer=tok,
+    run_rl_stage(cfg, sc, initial_variables=init_variables(cfg, jax.random.key(0)), tokenizer=tok,
                  train_examples=train, eval_examples=None, workdir=workdir, verbose=False)
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
       recs = [json.loads(line) for line in f if line.strip()][1:]   # step 1 compiles

@@ -63,15 +63,15 @@ def child(big: str, tiny: str) -> None:
 def build(out: str, experts: int, dtype: str):
   import jax
   from r1jax import hf
-  from r1jax.model import ModelConfig, init_params
+  from r1jax.model import ModelConfig, init_variables
   cfg = ModelConfig(vocab_size=8192, hidden_size=512, intermediate_size=1536, num_hidden_layers=4,
                     num_attention_heads=8, n_routed_experts=experts, n_shared_experts=1, moe_intermediate_size=512,
                     num_experts_per_tok=4, n_group=4, topk_group=2, first_k_dense_replace=1, attention="mla",
                     q_lora_rank=128, kv_lora_rank=64, qk_nope_head_dim=32, qk_rope_head_dim=16, v_head_dim=32,
                     dtype=dtype, param_dtype=dtype)
-  hf.save(out, cfg, init_params(cfg, jax.random.key(0)), max_shard_bytes=100 * 2 ** 20)
+  hf.save(out, cfg, init_variables(cfg, jax.random.key(0)), max_shard_bytes=100 * 2 ** 20)
   tiny = ModelConfig.preset("tiny", dtype=dtype, param_dtype=dtype)
-  hf.save(out + "_tiny", tiny, init_params(tiny, jax.random.key(0)))
+  hf.save(out + "_tiny", tiny, init_variables(tiny, jax.random.key(0)))
   return cfg
 
 

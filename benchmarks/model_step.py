@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks.common import emit, interleaved, matmul_peak_fn, peak_rss_mb, timed
-from r1jax.model import ModelConfig, Runtime, forward, init_params
+from r1jax.model import ModelConfig, Runtime, forward, init_variables
 from r1jax.train.losses import lm_loss
 
 
@@ -48,7 +48,7 @@ def make_step(cfg: ModelConfig, runtime: Runtime):
 
 def compiled_step(cfg: ModelConfig, runtime: Runtime, batch: int, seq: int):
   """(jitted step, its arguments, compile seconds) for one config and runtime."""
-  params = init_params(cfg, jax.random.key(0))
+  params = init_variables(cfg, jax.random.key(0))
   tokens = jax.random.randint(jax.random.key(1), (batch, seq + 1), 0, cfg.vocab_size)
   step = make_step(cfg, runtime)
   t0 = time.perf_counter()

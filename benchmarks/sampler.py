@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from r1jax.model import ModelConfig, cache_bytes, init_params  # noqa: E402
+from r1jax.model import ModelConfig, cache_bytes, init_variables  # noqa: E402
 from r1jax.sampling import sample  # noqa: E402
 
 NUM_PROMPTS, GROUP, PROMPT_LEN, NEW_TOKENS = 8, 8, 32, 64
@@ -65,7 +65,7 @@ def _timed(run, seed: int) -> float:
 
 def make_r1jax(cfg: ModelConfig, decode_moe_impl: str):
   """Returns (run(seed) -> generated token count, compile seconds)."""
-  params = init_params(cfg, jax.random.key(0))
+  params = init_variables(cfg, jax.random.key(0))
   tokens, mask = _prompts(cfg)
   kw = dict(num_samples=GROUP, max_new_tokens=NEW_TOKENS, temperature=1.0, eos_id=None,
             decode_moe_impl=decode_moe_impl)

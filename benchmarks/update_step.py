@@ -36,7 +36,7 @@ import numpy as np
 
 from benchmarks.common import emit, matmul_peak_flops, peak_rss_mb
 from benchmarks.model_step import model_flops_per_token
-from r1jax.model import ModelConfig, init_params
+from r1jax.model import ModelConfig, init_variables
 from r1jax.rl import GRPOConfig, group_advantages, make_grpo_update, make_logprob_fn
 from r1jax.sharding import host_local_batch_to_global, make_mesh
 from r1jax.train import OptimConfig, check_finite, create_train_state, make_optimizer
@@ -97,7 +97,7 @@ def run_one(devices: int, mesh_text: str | None, repeats: int) -> None:
   cfg = ModelConfig.preset("bench")
   rl = GRPOConfig(beta=0.04)
   tx = make_optimizer(OptimConfig(learning_rate=1e-5, total_steps=100, schedule="constant"))
-  variables = init_params(cfg, jax.random.key(0), mesh=mesh)
+  variables = init_variables(cfg, jax.random.key(0), mesh=mesh)
   batch = make_batch(cfg, variables, make_logprob_fn(cfg, rl.temperature, mesh=mesh), mesh)
   state = create_train_state(variables, tx)
   update = make_grpo_update(cfg, rl, tx, mesh=mesh)

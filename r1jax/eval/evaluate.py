@@ -1,6 +1,6 @@
 """Task evaluation with the r1jax sampler: greedy pass@1, sampled pass@1 (mean over k), pass@k, maj@k.
 
-    report = evaluate(cfg, params, tokenizer, examples, template="compact", num_samples=4)
+    report = evaluate(cfg, variables, tokenizer, examples, template="compact", num_samples=4)
 
 "pass@1 greedy" decodes at temperature 0; "pass@1 sampled" is the mean correctness over
 `num_samples` completions at `temperature` (1.0 by default), the two readings R1 reports.

@@ -1,9 +1,9 @@
 """Import/export of Hugging Face safetensors checkpoints (deepseek_v3, qwen2, qwen3, qwen3_moe).
 
     from r1jax.hf import load, save
-    cfg, params = load("path/to/hf_model_dir")          # optional: dtype=, mesh=, rules=
-    logits = r1jax.model.forward(cfg, params, tokens, attention_mask=mask, positions=pos)
-    save("out_dir", cfg, params)                         # transformers.AutoModelForCausalLM loads it
+    cfg, variables = load("path/to/hf_model_dir")       # optional: dtype=, mesh=, rules=
+    logits = r1jax.model.forward(cfg, variables, tokens, attention_mask=mask, positions=pos)
+    save("out_dir", cfg, variables)                      # transformers.AutoModelForCausalLM loads it
 
 Conversion CLI (HF <-> Orbax): python -m r1jax.hf.convert --from_hf DIR --to_orbax DIR (see convert.py).
 """

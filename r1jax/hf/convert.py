@@ -8,7 +8,7 @@ HF -> HF re-saves through r1jax: FP8 weights come out dequantised, fused experts
 layer dropped, and the dtype changed if asked.
 
 An Orbax directory written here holds:
-  params/             the parameter tree ({"params": ..., ["router_bias": ...]}), orbax StandardCheckpointer;
+  params/             the variables tree ({"params": ..., ["router_bias": ...]}), orbax StandardCheckpointer;
   model_config.json   ModelConfig.to_dict();
   hf/                 the source's non-weight files (config.json, tokenizer files, generation_config.json),
                       so that --to_hf can write the same token ids and tokenizer back out.
@@ -61,13 +61,13 @@ def _export_options(hf_dir: pathlib.Path) -> dict[str, Any]:
   return opts
 
 
-def save_orbax(directory: str | os.PathLike, cfg: ModelConfig, params, *, hf_dir: str | os.PathLike | None = None):
-  """Writes params (orbax), model_config.json and, when given, hf_dir's side files under `directory`."""
+def save_orbax(directory: str | os.PathLike, cfg: ModelConfig, variables, *, hf_dir: str | os.PathLike | None = None):
+  """Writes variables (orbax), model_config.json and, when given, hf_dir's side files under `directory`."""
   import orbax.checkpoint as ocp
   d = pathlib.Path(directory).absolute()
   d.mkdir(parents=True, exist_ok=True)
   ckptr = ocp.StandardCheckpointer()
-  ckptr.save(d / "params", params, force=True)
+  ckptr.save(d / "params", variables, force=True)
   ckptr.wait_until_finished()
   (d / "model_config.json").write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n")
   if hf_dir is not None:
@@ -76,7 +76,7 @@ def save_orbax(directory: str | os.PathLike, cfg: ModelConfig, params, *, hf_dir
 
 
 def load_orbax(directory: str | os.PathLike, *, mesh=None, rules="fsdp_tp") -> tuple[ModelConfig, Any]:
-  """Reads what save_orbax wrote: (cfg, params), placed in their shardings when a mesh is given."""
+  """Reads what save_orbax wrote: (cfg, variables), placed in their shardings when a mesh is given."""
   import orbax.checkpoint as ocp
   d = pathlib.Path(directory).absolute()
   cfg = ModelConfig.from_dict(json.loads((d / "model_config.json").read_text()))
@@ -96,17 +96,17 @@ def convert(*, from_hf=None, from_orbax=None, to_hf=None, to_orbax=None, dtype: 
     raise ValueError("give exactly one of --from_hf/--from_orbax and one of --to_hf/--to_orbax")
   if from_hf is not None:
     src_side = pathlib.Path(from_hf)
-    cfg, params = load(from_hf, dtype=dtype)
+    cfg, variables = load(from_hf, dtype=dtype)
   else:
     src_side = pathlib.Path(from_orbax) / "hf"
-    cfg, params = load_orbax(from_orbax)
+    cfg, variables = load_orbax(from_orbax)
     if dtype is not None and dtype != cfg.param_dtype:
       cfg = cfg.replace(dtype=dtype, param_dtype=dtype)
       # Only the trainable tree changes dtype; the MoE selection bias stays float32.
-      params = {**params, "params": jax.tree.map(lambda x: x.astype(cfg.jnp_param_dtype), params["params"])}
+      variables = {**variables, "params": jax.tree.map(lambda x: x.astype(cfg.jnp_param_dtype), variables["params"])}
   if to_orbax is not None:
-    return save_orbax(to_orbax, cfg, params, hf_dir=src_side if src_side.exists() else None)
-  out = save(to_hf, cfg, params, dtype=dtype, **_export_options(src_side))
+    return save_orbax(to_orbax, cfg, variables, hf_dir=src_side if src_side.exists() else None)
+  out = save(to_hf, cfg, variables, dtype=dtype, **_export_options(src_side))
   if src_side.exists():
     _copy_side_files(src_side, out, include_config=False)
   return out

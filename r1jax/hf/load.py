@@ -1,8 +1,8 @@
 """Load a local Hugging Face checkpoint (config.json + safetensors) into r1jax parameters.
 
-    cfg, params = load("path/to/DeepSeek-R1-Distill-Qwen-1.5B")                # host/default device
-    cfg, params = load(path, dtype="bfloat16", mesh=make_mesh({"expert": 8}))  # straight into shardings
-    logits = r1jax.model.forward(cfg, params, tokens, attention_mask=mask, positions=pos)
+    cfg, variables = load("path/to/DeepSeek-R1-Distill-Qwen-1.5B")                # host/default device
+    cfg, variables = load(path, dtype="bfloat16", mesh=make_mesh({"expert": 8}))  # into shardings
+    logits = r1jax.model.forward(cfg, variables, tokens, attention_mask=mask, positions=pos)
 
 Supported: model_type deepseek_v3, qwen2, qwen3, qwen3_moe (see r1jax.hf.config for the config mapping);
 one `model.safetensors` or a sharded `model.safetensors.index.json`; routed experts stored per expert
@@ -41,7 +41,7 @@ import numpy as np
 
 from r1jax.hf.config import HFConfigError, from_hf_config
 from r1jax.model.config import ModelConfig
-from r1jax.model.transformer import init_params, param_shardings
+from r1jax.model.transformer import init_variables, param_shardings
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +266,7 @@ def _layer(key: str) -> int:
 
 
 def spec_for(path: tuple[str, ...], ndim: int) -> TensorSpec | ExpertSpec:
-  """The HF source of one r1jax leaf (`path` as in init_params' tree, e.g. ("params", "layers_0", ...))."""
+  """The HF source of one r1jax leaf (`path` as in init_variables' tree, e.g. ("params", "layers_0", ...))."""
   col, rest = path[0], path[1:]
   if col == "router_bias":
     return TensorSpec(path, f"model.layers.{_layer(rest[0])}.mlp.gate.e_score_correction_bias", "same")
@@ -302,8 +302,8 @@ def _path_names(path) -> tuple[str, ...]:
 
 
 def abstract_params(cfg: ModelConfig):
-  """ShapeDtypeStructs of init_params(cfg, ...) (nothing is computed)."""
-  return jax.eval_shape(lambda k: init_params(cfg, k), jax.random.key(0))
+  """ShapeDtypeStructs of init_variables(cfg, ...) (nothing is computed)."""
+  return jax.eval_shape(lambda k: init_variables(cfg, k), jax.random.key(0))
 
 
 def leaf_specs(cfg: ModelConfig):
@@ -446,7 +446,7 @@ def fp8_block_size(hf: Mapping[str, Any]) -> tuple[int, int]:
 
 def load(path: str | os.PathLike, *, dtype: str | None = None, mesh=None, rules="fsdp_tp",
          **config_overrides) -> tuple[ModelConfig, Any]:
-  """Loads an HF checkpoint directory as (ModelConfig, params).
+  """Loads an HF checkpoint directory as (ModelConfig, variables).
 
   Args:
     path: directory with config.json and model.safetensors (or model.safetensors.index.json + shards).
@@ -457,7 +457,7 @@ def load(path: str | os.PathLike, *, dtype: str | None = None, mesh=None, rules=
     **config_overrides: extra ModelConfig fields (e.g. remat="full", param_dtype="float32").
 
   Returns:
-    (cfg, params) with params = {"params": ..., ["router_bias": ...]}, the tree of init_params(cfg, ...).
+    (cfg, variables) with variables = {"params": ..., ["router_bias": ...]}, the tree of init_variables(cfg, ...).
 
   Raises:
     HFConfigError: unknown model_type or an unsupported config value (names the field).

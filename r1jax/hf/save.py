@@ -1,7 +1,7 @@
 """Save r1jax parameters as a Hugging Face checkpoint directory that transformers loads back.
 
-    save("out/", cfg, params)                           # config.json + model.safetensors
-    save("out/", cfg, params, dtype="bfloat16")         # cast on the way out
+    save("out/", cfg, variables)                           # config.json + model.safetensors
+    save("out/", cfg, variables, dtype="bfloat16")         # cast on the way out
     model = transformers.AutoModelForCausalLM.from_pretrained("out/")
 
 The family is inferred from cfg (MLA -> deepseek_v3, GQA MoE -> qwen3_moe, GQA with q/k norm -> qwen3,
@@ -49,10 +49,10 @@ class _Out:
     return math.prod(self.shape) * self.dtype.itemsize
 
 
-def _get(params, path):
+def _get(variables, path):
   for k in path:
-    params = params[k]
-  return params
+    variables = variables[k]
+  return variables
 
 
 def _outputs(cfg: ModelConfig, model_type: str, dtype: np.dtype) -> list[_Out]:
@@ -106,8 +106,8 @@ def _shards(outs: list[_Out], max_bytes: int) -> list[list[_Out]]:
   return shards
 
 
-def write_safetensors(path: str | os.PathLike, outs: list[_Out], params) -> None:
-  """Writes `outs` to one .safetensors file, fetching each source leaf from params once."""
+def write_safetensors(path: str | os.PathLike, outs: list[_Out], variables) -> None:
+  """Writes `outs` to one .safetensors file, fetching each source leaf from variables once."""
   header = _header(outs)
   cached_path, cached = None, None
   with open(path, "wb") as f:
@@ -118,14 +118,14 @@ def write_safetensors(path: str | os.PathLike, outs: list[_Out], params) -> None
       if o.leaf is not None:
         if o.leaf != cached_path:
           cached_path, cached = o.leaf, None   # drop the previous leaf before fetching the next
-          cached = np.asarray(jax.device_get(_get(params, o.leaf)))
+          cached = np.asarray(jax.device_get(_get(variables, o.leaf)))
         x = cached
       arr = np.ascontiguousarray(o.make(x))
       assert arr.shape == o.shape and arr.dtype == o.dtype, (o.name, arr.shape, arr.dtype)
       f.write(memoryview(arr.reshape(-1).view(np.uint8)))
 
 
-def save(path: str | os.PathLike, cfg: ModelConfig, params, *, dtype: str | None = None,
+def save(path: str | os.PathLike, cfg: ModelConfig, variables, *, dtype: str | None = None,
          model_type: str | None = None, max_shard_bytes: int = 5 * 2 ** 30,
          extra_config: Mapping[str, Any] | None = None) -> pathlib.Path:
   """Writes config.json and model.safetensors (or shards + index) for transformers.
@@ -133,7 +133,7 @@ def save(path: str | os.PathLike, cfg: ModelConfig, params, *, dtype: str | None
   Args:
     path: output directory (created).
     cfg: the architecture.
-    params: variables as returned by init_params / r1jax.hf.load (host or sharded arrays).
+    variables: variables as returned by init_variables / r1jax.hf.load (host or sharded arrays).
     dtype: tensor dtype on disk ("float32", "bfloat16", "float16"); None = cfg.param_dtype. The MoE
       selection bias is always written in float32.
     model_type: HF family; None = inferred (see r1jax.hf.config.infer_model_type).
@@ -158,12 +158,12 @@ def save(path: str | os.PathLike, cfg: ModelConfig, params, *, dtype: str | None
   (out_dir / "config.json").write_text(json.dumps(hf, indent=2, sort_keys=True) + "\n")
   shards = _shards(outs, max_shard_bytes)
   if len(shards) == 1:
-    write_safetensors(out_dir / "model.safetensors", shards[0], params)
+    write_safetensors(out_dir / "model.safetensors", shards[0], variables)
     return out_dir
   weight_map = {}
   for j, shard in enumerate(shards):
     fname = f"model-{j + 1:05d}-of-{len(shards):05d}.safetensors"
-    write_safetensors(out_dir / fname, shard, params)
+    write_safetensors(out_dir / fname, shard, variables)
     weight_map.update({o.name: fname for o in shard})
   index = {"metadata": {"total_size": sum(o.nbytes for o in outs)}, "weight_map": weight_map}
   (out_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")

@@ -2,7 +2,7 @@
 
 Every choice here changes speed or memory, never the function (up to float rounding), except a capacity
 factor > 0, which may drop tokens. The caller that knows the hardware and the shapes picks it: a stage
-or a benchmark passes one to `apply_model` / `init_params`, and the sampler picks its own for the prefill
+or a benchmark passes one to `apply_model` / `init_variables`, and the sampler picks its own for the prefill
 and the decode steps (r1jax.sampling.sampler).
 
     rt = Runtime(moe_impl="dense")                     # the all-experts oracle

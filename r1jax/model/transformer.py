@@ -1,11 +1,11 @@
 """The decoder: embeddings -> N x (attention, dense MLP or MoE) -> norm -> logits, used functionally.
 
-    params = init_params(cfg, jax.random.key(0))
-    logits = forward(cfg, params, tokens, attention_mask=None, positions=None)   # f32[B, T, V]
+    variables = init_variables(cfg, jax.random.key(0))
+    logits = forward(cfg, variables, tokens, attention_mask=None, positions=None)   # f32[B, T, V]
 
-`params` is the model's variables: {"params": trainable arrays, "router_bias": MoE selection biases}
+`variables` is the flax variables dict: {"params": trainable arrays, "router_bias": MoE selection biases}
 ("router_bias" exists only for MoE models with use_routing_bias). Train with gradients of
-params["params"]; move params["router_bias"] with `update_router_bias`.
+variables["params"]; move variables["router_bias"] with `update_router_bias`.
 """
 from __future__ import annotations
 
@@ -113,14 +113,14 @@ def _check_tokens(cfg: ModelConfig, tokens) -> None:
     raise ValueError(f"tokens must be integers, got {tokens.dtype}")
 
 
-def apply_model(cfg: ModelConfig, params, tokens, *, attention_mask=None, positions=None, segment_ids=None,
+def apply_model(cfg: ModelConfig, variables, tokens, *, attention_mask=None, positions=None, segment_ids=None,
                 cache=None, last_only: bool = False, num_logits: int = 0,
                 runtime: Runtime | None = None) -> ModelOutput:
   """Runs the decoder and returns logits, MoE statistics and (when given a cache) the updated cache.
 
   Args:
     cfg: the architecture.
-    params: variables from `init_params` (or r1jax.hf.load).
+    variables: variables from `init_variables` (or r1jax.hf.load).
     tokens: int[B, T].
     attention_mask: int/bool[B, T], 1 = real token (left or right padding); None = all real.
     positions: int[B, T]; None = running count of real tokens (with a cache: continues from the cache).
@@ -151,29 +151,30 @@ def apply_model(cfg: ModelConfig, params, tokens, *, attention_mask=None, positi
     causal = slots[None, :] <= (index + jnp.arange(t))[:, None]                # [T, L]
     mask = (causal[None] & key_mask[:, None, :])[:, None]
   num_logits = 1 if last_only else num_logits
-  logits, aux, layers = Transformer(cfg, runtime).apply(params, tokens, positions, mask, token_mask, cache, num_logits)
+  logits, aux, layers = Transformer(cfg, runtime).apply(variables, tokens, positions, mask, token_mask, cache,
+                                                        num_logits)
   new_cache = None
   if cache is not None:
     new_cache = {"layers": layers, "key_mask": key_mask, "index": cache["index"] + t}
   return ModelOutput(logits, aux, new_cache)
 
 
-def forward(cfg: ModelConfig, params, tokens, attention_mask=None, positions=None, *, segment_ids=None,
+def forward(cfg: ModelConfig, variables, tokens, attention_mask=None, positions=None, *, segment_ids=None,
             runtime: Runtime | None = None):
   """Logits f32[B, T, V] of the decoder (see apply_model for the arguments)."""
-  return apply_model(cfg, params, tokens, attention_mask=attention_mask, positions=positions,
+  return apply_model(cfg, variables, tokens, attention_mask=attention_mask, positions=positions,
                      segment_ids=segment_ids, runtime=runtime).logits
 
 
-def _init_variables(cfg: ModelConfig, key):
+def _init_boxed(cfg: ModelConfig, key):
   tokens = jnp.zeros((1, 4), jnp.int32)
   mask = jnp.ones((1, 4), jnp.int32)
   return Transformer(cfg).init(key, tokens, default_positions(mask), attention_mask_b1ts(mask), mask)
 
 
 def param_specs(cfg: ModelConfig):
-  """Logical PartitionSpecs of the variables (same tree as init_params)."""
-  return nn.get_partition_spec(jax.eval_shape(lambda k: _init_variables(cfg, k), jax.random.key(0)))
+  """Logical PartitionSpecs of the variables (same tree as init_variables)."""
+  return nn.get_partition_spec(jax.eval_shape(lambda k: _init_boxed(cfg, k), jax.random.key(0)))
 
 
 def param_shardings(cfg: ModelConfig, mesh, rules="fsdp_tp"):
@@ -181,12 +182,12 @@ def param_shardings(cfg: ModelConfig, mesh, rules="fsdp_tp"):
   return logical_to_sharding(param_specs(cfg), mesh, rules)
 
 
-def init_params(cfg: ModelConfig, key, *, mesh=None, rules="fsdp_tp"):
+def init_variables(cfg: ModelConfig, key, *, mesh=None, rules="fsdp_tp"):
   """Random variables {"params": ..., ["router_bias": ...]} as plain arrays.
 
   With a mesh, each array is created directly in its sharding (experts split on `expert`, ...).
   """
-  init = lambda k: nn.meta.unbox(_init_variables(cfg, k))
+  init = lambda k: nn.meta.unbox(_init_boxed(cfg, k))
   if mesh is None:
     return jax.jit(init)(key)
   with mesh_rules(mesh, rules):
@@ -204,7 +205,7 @@ def token_logprobs(logits_btv: jax.Array, targets_bt: jax.Array, temperature: fl
   return picked - jax.nn.logsumexp(logits, axis=-1)
 
 
-def sequence_logprobs(cfg: ModelConfig, params, tokens_bt, attention_mask_bt, num_completion: int,
+def sequence_logprobs(cfg: ModelConfig, variables, tokens_bt, attention_mask_bt, num_completion: int,
                       temperature: float = 1.0, runtime: Runtime | None = None):
   """Log-probs of the last `num_completion` tokens of each row given everything before them.
 
@@ -216,6 +217,6 @@ def sequence_logprobs(cfg: ModelConfig, params, tokens_bt, attention_mask_bt, nu
   Returns:
     (logp f32[B, N], aux) where aux holds the MoE statistics of the forward pass.
   """
-  out = apply_model(cfg, params, tokens_bt[:, :-1], attention_mask=attention_mask_bt[:, :-1],
+  out = apply_model(cfg, variables, tokens_bt[:, :-1], attention_mask=attention_mask_bt[:, :-1],
                     num_logits=num_completion, runtime=runtime)
   return token_logprobs(out.logits, tokens_bt[:, -num_completion:], temperature), out.aux

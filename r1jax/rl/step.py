@@ -2,8 +2,8 @@
 
 One rollout of S = B x G completions becomes `num_iterations` (mu) epochs over `num_minibatches`
 minibatches; each minibatch is one call of the jitted update. The old-policy log-probs come from the
-sampler (same model code and params, so the first ratio is 1 up to float rounding); the reference
-log-probs come from one forward of the reference params and are skipped when beta == 0.
+sampler (same model code and parameters, so the first ratio is 1 up to float rounding); the reference
+log-probs come from one forward of the reference variables and are skipped when beta == 0.
 
 A GRPO batch is a dict of arrays, all sharded on the batch axis:
   tokens          int32[S, P + N]  left-padded prompt followed by the completion

@@ -1,6 +1,6 @@
 """Batched autoregressive sampling with a KV cache: prefill each prompt once, decode G samples per prompt.
 
-    out = sample(cfg, params, prompt_tokens_bp, prompt_mask_bp, rng=jax.random.key(0), num_samples=8,
+    out = sample(cfg, variables, prompt_tokens_bp, prompt_mask_bp, rng=jax.random.key(0), num_samples=8,
                  max_new_tokens=64, temperature=1.0, eos_id=tok.eos_id, stop_ids=tok.stop_ids)
     out.tokens      # int32[B*G, N]  rows b*G .. b*G+G-1 are prompt b's samples
     out.logprobs    # f32[B*G, N]    log pi(token) under the temperature-scaled full distribution
@@ -178,7 +178,7 @@ def _is_stop(token: jax.Array, stop_k: jax.Array) -> jax.Array:
 
 
 # ------------------------------------------------------------------------------------------ the program
-def _sample_program(params, prompt_bp, mask_bp, rng, temperature, top_p, stop_k, *, cfg: ModelConfig,
+def _sample_program(variables, prompt_bp, mask_bp, rng, temperature, top_p, stop_k, *, cfg: ModelConfig,
                     opts: _Options, mesh, rules):
   """The jitted body of `sample` (see there); traced under `mesh_rules(mesh, rules)`.
 
@@ -198,7 +198,7 @@ def _sample_program(params, prompt_bp, mask_bp, rng, temperature, top_p, stop_k,
     prompt_bp = constrain(prompt_bp.astype(jnp.int32), ("batch", "seq"))
     mask_bp = constrain(mask_bp.astype(jnp.int32), ("batch", "seq"))
     cache = init_cache(cfg, b, p + n - 1)
-    out = apply_model(cfg, params, prompt_bp, attention_mask=mask_bp, cache=cache, last_only=True,
+    out = apply_model(cfg, variables, prompt_bp, attention_mask=mask_bp, cache=cache, last_only=True,
                       runtime=opts.prefill_runtime)
   # 2. Share the prompt's cache among its G samples: row b -> rows b*G .. b*G+G-1.
   cache = _constrain_cache(repeat_cache(out.cache, g))
@@ -207,7 +207,7 @@ def _sample_program(params, prompt_bp, mask_bp, rng, temperature, top_p, stop_k,
   # 3. Decode. Step 0 samples from the prefill logits; step i >= 1 first feeds token i-1 back.
   decode_rt = opts.decode_runtime
   relayout = _decode_weight_layout(cfg, decode_rt)
-  decode_params = relayout[0](params) if relayout else params
+  decode_variables = relayout[0](variables) if relayout else variables
 
   def sample_step(i, logits_sv, done_s, tokens_sn, logp_sn):
     token, logp = _choose(logits_sv, jax.random.fold_in(rng, i), temperature, top_p, opts)
@@ -229,8 +229,8 @@ def _sample_program(params, prompt_bp, mask_bp, rng, temperature, top_p, stop_k,
     i, cache, token_s, done_s, tokens_sn, logp_sn = carry
     # Finished rows still run (static shapes) but as padding tokens: the sparse MoE dispatches skip
     # them, their cache slot stays invalid, and their outputs are discarded.
-    step_params = relayout[1](decode_params) if relayout else decode_params
-    step = apply_model(cfg, step_params, token_s[:, None], cache=cache, last_only=True,
+    step_variables = relayout[1](decode_variables) if relayout else decode_variables
+    step = apply_model(cfg, step_variables, token_s[:, None], cache=cache, last_only=True,
                        attention_mask=(~done_s)[:, None].astype(jnp.int32), runtime=decode_rt)
     token_s, done_s, tokens_sn, logp_sn = sample_step(i, step.logits[:, -1], done_s, tokens_sn, logp_sn)
     return i + 1, _constrain_cache(step.cache), token_s, done_s, tokens_sn, logp_sn
@@ -255,7 +255,7 @@ def _mlp_widths(cfg: ModelConfig) -> list[int]:
   return widths
 
 
-def _map_mlp_weights(params, names, fn, ndim=3):
+def _map_mlp_weights(variables, names, fn, ndim=3):
   """Applies fn to the `ndim`-D weights called `names` under "mlp" modules (routed experts: 3-D; dense
   MLPs and shared experts: 2-D)."""
   def visit(path, x):
@@ -263,7 +263,7 @@ def _map_mlp_weights(params, names, fn, ndim=3):
     if keys[-1] in names and "mlp" in keys and x.ndim == ndim:
       return fn(x)
     return x
-  return jax.tree_util.tree_map_with_path(visit, params)
+  return jax.tree_util.tree_map_with_path(visit, variables)
 
 
 def _decode_weight_layout(cfg: ModelConfig, decode_rt: Runtime):
@@ -290,15 +290,15 @@ def _decode_weight_layout(cfg: ModelConfig, decode_rt: Runtime):
   if not maps:
     return None
 
-  def before(params):
+  def before(variables):
     for n, nd, to, _, _ in maps:
-      params = _map_mlp_weights(params, n, to, nd)
-    return jax.lax.optimization_barrier(params)
+      variables = _map_mlp_weights(variables, n, to, nd)
+    return jax.lax.optimization_barrier(variables)
 
-  def inside(params):   # in reverse: a later map's layout never has the ndim an earlier map looks for
+  def inside(variables):   # in reverse: a later map's layout never has the ndim an earlier map looks for
     for n, _, _, nd, back in reversed(maps):
-      params = _map_mlp_weights(params, n, back, nd)
-    return params
+      variables = _map_mlp_weights(variables, n, back, nd)
+    return variables
 
   return before, inside
 
@@ -326,7 +326,7 @@ def _replicated_batch(rules) -> tuple:
 
 # Compiled once per (cfg, options, mesh, rules, input shapes and shardings) and then reused. Nothing is
 # donated: the one large buffer, the KV cache, is created inside the program (XLA updates it in place
-# in the loop), the outputs are new, and params must outlive the call.
+# in the loop), the outputs are new, and variables must outlive the call.
 _sample_jit = jax.jit(_sample_program, static_argnames=("cfg", "opts", "mesh", "rules"))
 
 
@@ -435,7 +435,7 @@ def _stop_array(ids) -> jax.Array:
 
 
 # ------------------------------------------------------------------------------------------ API
-def sample(cfg: ModelConfig, params, prompt_tokens, prompt_mask, *, rng, num_samples: int = 1,
+def sample(cfg: ModelConfig, variables, prompt_tokens, prompt_mask, *, rng, num_samples: int = 1,
            max_new_tokens: int, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
            eos_id: int | None, stop_ids: Sequence[int] = (), pad_id: int = 0, greedy: bool = False,
            max_len: int | None = None, mesh=None, rules="fsdp_tp", runtime: Runtime | None = None,
@@ -444,7 +444,7 @@ def sample(cfg: ModelConfig, params, prompt_tokens, prompt_mask, *, rng, num_sam
 
   Args:
     cfg: the model's architecture.
-    params: variables from `init_params` / r1jax.hf (sharded on `mesh` when one is given).
+    variables: the model variables from `init_variables` / r1jax.hf (sharded on `mesh` when one is given).
     prompt_tokens: int[B, P] prompts, LEFT-padded to a common length P (the last column is real).
     prompt_mask: int/bool[B, P] 1 for real prompt tokens.
     rng: a PRNG key (jax.random.key or PRNGKey); unused when greedy.
@@ -522,7 +522,7 @@ def sample(cfg: ModelConfig, params, prompt_tokens, prompt_mask, *, rng, num_sam
                   decode_runtime=_decode_runtime(cfg, runtime, decode_moe_impl, b * num_samples, one_cpu),
                   prefill_runtime=_prefill_runtime(cfg, runtime, b * p))
   stop_k = _stop_array(ids)
-  args = (params, prompt_tokens, prompt_mask, rng, jnp.float32(1.0 if greedy else temperature),
+  args = (variables, prompt_tokens, prompt_mask, rng, jnp.float32(1.0 if greedy else temperature),
           jnp.float32(top_p), stop_k)
   if mesh is not None and (b * num_samples) % _data_parallelism(mesh, rules):
     _fail("num_samples", num_samples, f"gives {b} x {num_samples} rows, which do not divide over the "

@@ -61,7 +61,7 @@ def lm_stage(stage_dir: str, model_cfg: ModelConfig, sc: LMStageConfig, examples
       raise ValueError(f"{init}: its model config differs from the stage's ({stage_dir})")
   teacher_pair = load_model(teacher, ModelConfig)[:2] if teacher is not None and sc.distill.token_level else None
   variables = run_lm_stage(model_cfg, sc, examples=examples, tokenizer=tok, workdir=stage_dir,
-                           init_variables=init_vars, teacher=teacher_pair)
+                           initial_variables=init_vars, teacher=teacher_pair)
   return save_model(out, model_cfg, variables, metadata={"init": init, "teacher": teacher, **dict(metadata or {})})
 
 
@@ -72,6 +72,6 @@ def rl_stage(stage_dir: str, sc: RLStageConfig, init: str, tok, train: Sequence,
   if is_model(out):
     return out
   cfg, variables, _ = load_model(init, ModelConfig)
-  variables = run_rl_stage(cfg, sc, init_variables=variables, tokenizer=tok, train_examples=train,
+  variables = run_rl_stage(cfg, sc, initial_variables=variables, tokenizer=tok, train_examples=train,
                            eval_examples=test, workdir=stage_dir)
   return save_model(out, cfg, variables, metadata={"init": init, **dict(metadata or {})})

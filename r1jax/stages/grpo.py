@@ -1,6 +1,6 @@
 """The RL stage: GRPO with rule rewards (R1-Zero), resumable, with dynamic sampling and evaluation.
 
-    variables = run_rl_stage(model_cfg, stage_cfg, init_variables=base, tokenizer=tok,
+    variables = run_rl_stage(model_cfg, stage_cfg, initial_variables=base, tokenizer=tok,
                              train_examples=train, eval_examples=test, workdir="runs/r1_zero/rl")
 
 One step: B prompts from Grain -> sampler (prefill once, G samples each) -> decode -> rewards (Python)
@@ -104,10 +104,10 @@ def _copy(tree):
   return jax.tree.map(jnp.copy, tree)
 
 
-def run_rl_stage(model_cfg: ModelConfig, sc: RLStageConfig, *, init_variables: dict, tokenizer,
+def run_rl_stage(model_cfg: ModelConfig, sc: RLStageConfig, *, initial_variables: dict, tokenizer,
                  train_examples: Any, eval_examples: Sequence[Mapping] | None, workdir: str,
                  verbose: bool = True) -> dict:
-  """Runs GRPO from `init_variables`; returns the final variables. Resumes from workdir/checkpoints."""
+  """Runs GRPO from `initial_variables`; returns the final variables. Resumes from workdir/checkpoints."""
   # --- setup
   template = get_template(sc.template)
   scorer = RewardScorer(weights=dict(sc.reward_weights), options={n: dict(o) for n, o in sc.reward_options},
@@ -128,7 +128,7 @@ def run_rl_stage(model_cfg: ModelConfig, sc: RLStageConfig, *, init_variables: d
   g = sc.group_size
 
   # --- restore
-  state = create_train_state(init_variables, tx)
+  state = create_train_state(initial_variables, tx)
   ref = _copy({"params": state.params, "router_bias": state.router_bias})   # update donates the state
   start = ckpt.latest_step()
   if start is not None:

@@ -20,7 +20,7 @@ from r1jax.checkpoint import CheckpointManager
 from r1jax.data.pipeline import packed_lm_batches
 from r1jax.model.config import ModelConfig
 from r1jax.model.runtime import Runtime
-from r1jax.model.transformer import init_params
+from r1jax.model.transformer import init_variables
 from r1jax.sharding.mesh import batch_sharding
 from r1jax.stages.state import from_state_dict, state_dict
 from r1jax.stages.writers import MetricsWriter, Preemption, finish_saves
@@ -62,7 +62,7 @@ def device_batch(batch: dict, mesh=None) -> dict:
 
 
 def run_lm_stage(model_cfg: ModelConfig, sc: LMStageConfig, *, examples: Any, tokenizer, workdir: str,
-                 init_variables: dict | None = None, teacher: tuple[ModelConfig, dict] | None = None, mesh=None,
+                 initial_variables: dict | None = None, teacher: tuple[ModelConfig, dict] | None = None, mesh=None,
                  verbose: bool = True) -> dict:
   """Trains next-token prediction on `examples` and returns the final model variables.
 
@@ -72,7 +72,7 @@ def run_lm_stage(model_cfg: ModelConfig, sc: LMStageConfig, *, examples: Any, to
     examples: texts / {"text"} (every target trained) or {"prompt","completion"} (completion-only loss).
     tokenizer: any r1jax.data.Tokenizer.
     workdir: checkpoints go to workdir/checkpoints, metrics to workdir/metrics.jsonl.
-    init_variables: starting variables (default: random init from sc.seed).
+    initial_variables: starting variables (default: random init from sc.seed).
     teacher: (teacher config, teacher variables) for token-level distillation (sc.distill.top_k > 0).
     mesh: optional device mesh.
   """
@@ -92,8 +92,8 @@ def run_lm_stage(model_cfg: ModelConfig, sc: LMStageConfig, *, examples: Any, to
                          total_steps=sc.num_steps, name="lm", tensorboard=True)
 
   def init_state():
-    variables = init_variables if init_variables is not None else \
-        init_params(model_cfg, jax.random.key(sc.seed), mesh=mesh)
+    variables = initial_variables if initial_variables is not None else \
+        init_variables(model_cfg, jax.random.key(sc.seed), mesh=mesh)
     return create_train_state(variables, tx)
 
   # --- restore

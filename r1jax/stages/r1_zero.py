@@ -65,7 +65,7 @@ def run(c, workdir: str) -> dict:
 
   # Stage 2: GRPO from the base with accuracy + format rewards only.
   t1 = time.time()
-  final = run_rl_stage(model_cfg, rl_cfg, init_variables=base, tokenizer=tok, train_examples=train,
+  final = run_rl_stage(model_cfg, rl_cfg, initial_variables=base, tokenizer=tok, train_examples=train,
                        eval_examples=test, workdir=os.path.join(workdir, "rl"))
   t_rl = time.time() - t1
   final_rep = _eval(os.path.join(workdir, "eval_final.json"), model_cfg, final, tok, test, ec, c.template)

@@ -27,7 +27,7 @@ def variables_of(params, router_bias) -> dict:
 
 
 def create_train_state(variables: dict, tx: optax.GradientTransformation) -> TrainState:
-  """Wraps model variables (from init_params or r1jax.hf.load) with a fresh optimizer state.
+  """Wraps model variables (from init_variables or r1jax.hf.load) with a fresh optimizer state.
 
   Run under jit with sharded params, the optimizer moments inherit the parameters' shardings.
   """

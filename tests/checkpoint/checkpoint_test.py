@@ -16,7 +16,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from r1jax import data
 from r1jax.checkpoint import CheckpointManager
-from r1jax.model import ModelConfig, init_params, param_shardings
+from r1jax.model import ModelConfig, init_variables, param_shardings
 from r1jax.sharding import make_mesh
 from r1jax.testing.fake_tokenizer import FakeTokenizer
 
@@ -42,7 +42,7 @@ def mesh_a():
 @pytest.fixture(scope="module")
 def variables(mesh_a):
   """Tiny-model variables sharded on mesh_a (experts split 4 ways); built once, ~2 s."""
-  return init_params(TINY, jax.random.key(0), mesh=mesh_a)
+  return init_variables(TINY, jax.random.key(0), mesh=mesh_a)
 
 
 def _training_state(variables):

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 
 from r1jax.checkpoint import is_model, load_model, save_model
-from r1jax.model import ModelConfig, forward, init_params
+from r1jax.model import ModelConfig, forward, init_variables
 
 
 def test_export_round_trip_gives_same_logits(tmp_path):
   cfg = ModelConfig.preset("tiny")
-  variables = init_params(cfg, jax.random.key(0))
+  variables = init_variables(cfg, jax.random.key(0))
   path = save_model(tmp_path / "m", cfg, variables, metadata={"stage": "sft", "step": 3})
   assert is_model(path) and not os.path.exists(path + ".tmp")
   cfg2, variables2, meta = load_model(path, ModelConfig)
@@ -27,5 +27,5 @@ def test_half_written_export_is_not_a_model(tmp_path):
   with pytest.raises(FileNotFoundError, match="not an exported r1jax model"):
     load_model(tmp_path / "m", ModelConfig)
   cfg = ModelConfig.preset("tiny")
-  save_model(tmp_path / "m", cfg, init_params(cfg, jax.random.key(1)))   # a stale .tmp is cleared
+  save_model(tmp_path / "m", cfg, init_variables(cfg, jax.random.key(1)))   # a stale .tmp is cleared
   assert is_model(tmp_path / "m")

@@ -11,7 +11,7 @@ from r1jax.data import tasks
 from r1jax.eval import EvalConfig, evaluate
 from r1jax.eval.evaluate import score_completions
 from r1jax.eval.report import eval_columns, eval_table, plot_bars
-from r1jax.model import ModelConfig, init_params
+from r1jax.model import ModelConfig, init_variables
 from r1jax.sampling.rollout import Rollout
 from r1jax.testing import FakeTokenizer
 
@@ -117,9 +117,9 @@ def test_a_short_last_batch_is_evaluated_too(monkeypatch):
 
 def test_same_seed_same_report(monkeypatch):
   cfg = ModelConfig.preset("tiny")
-  # init_params' tree drawn with numpy: compiling init_params would cost more than the evaluations.
+  # init_variables' tree drawn with numpy: compiling init_variables would cost more than the evaluations.
   rs = np.random.RandomState(0)
-  shapes = jax.eval_shape(lambda: init_params(cfg, jax.random.key(0)))
+  shapes = jax.eval_shape(lambda: init_variables(cfg, jax.random.key(0)))
   variables = jax.tree.map(lambda s: rs.normal(0.0, 0.02, s.shape).astype(s.dtype), shapes)
   tok = FakeTokenizer(vocab_size=64)
   examples = list(tasks.get("arithmetic", digits=1, ops="+").examples("test", seed=0, num=4))

@@ -21,7 +21,7 @@ safetensors_torch = pytest.importorskip("safetensors.torch")
 
 from r1jax import hf  # noqa: E402
 from r1jax.hf import convert  # noqa: E402
-from r1jax.model import ModelConfig, forward, init_params, param_shardings  # noqa: E402
+from r1jax.model import ModelConfig, forward, init_variables, param_shardings  # noqa: E402
 from r1jax.sharding import make_mesh  # noqa: E402
 
 FAMILIES = ("deepseek_v3", "qwen2", "qwen3", "qwen3_moe")
@@ -184,7 +184,7 @@ def test_greedy_generation_matches_transformers(name, tmp_path_factory):
                  marks=pytest.mark.slow),
 ], ids=["qwen3_moe_first_dense", "qwen2_no_bias", "deepseek_no_routing_bias", "dense_mla"])
 def test_native_config_exports_to_transformers(cfg, tmp_path):
-  params = init_params(cfg, jax.random.key(0))
+  params = init_variables(cfg, jax.random.key(0))
   hf.save(tmp_path, cfg, params)
   model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, attn_implementation="eager").eval()
   tokens, mask, positions = (x[:, :24] for x in _batch(2))

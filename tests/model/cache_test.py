@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from r1jax.model import ModelConfig, apply_model, forward, init_cache, init_params, repeat_cache
+from r1jax.model import ModelConfig, apply_model, forward, init_cache, init_variables, repeat_cache
 from r1jax.model.attention import MLA, fold_absorbed_weights
 
 B, P, STEPS = 3, 6, 4
@@ -29,10 +29,10 @@ def _batch(cfg, seed=0):
 @pytest.fixture(scope="module", params=["tiny", "tiny_qwen2", "tiny_qwen3_moe"])
 def model(request):
   cfg = ModelConfig.preset(request.param)
-  # init_params' tree and shapes, drawn with numpy (compiling init_params costs ~6 s here); a scale
+  # init_variables' tree and shapes, drawn with numpy (compiling init_variables costs ~6 s here); a scale
   # of 0.3 instead of 0.02 makes attention and routing far from uniform, so the check has teeth.
   rs = np.random.RandomState(0)
-  shapes = jax.eval_shape(lambda: init_params(cfg, jax.random.key(0)))
+  shapes = jax.eval_shape(lambda: init_variables(cfg, jax.random.key(0)))
   return cfg, jax.tree.map(lambda s: jnp.asarray(rs.normal(0.0, 0.3, s.shape).astype(s.dtype)), shapes)
 
 

@@ -3,13 +3,13 @@ import jax
 import numpy as np
 import pytest
 
-from r1jax.model import ConfigError, ModelConfig, PRESETS, init_params, preset_fields
+from r1jax.model import ConfigError, ModelConfig, PRESETS, init_variables, preset_fields
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_presets_validate_and_count(name):
   cfg = ModelConfig.preset(name)
-  shapes = jax.eval_shape(lambda: init_params(cfg, jax.random.key(0)))
+  shapes = jax.eval_shape(lambda: init_variables(cfg, jax.random.key(0)))
   n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes["params"]))
   assert n == cfg.num_params()
 

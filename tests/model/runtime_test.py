@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from r1jax.kernels import cpu as cpu_kernels
-from r1jax.model import ModelConfig, Runtime, forward, init_params
+from r1jax.model import ModelConfig, Runtime, forward, init_variables
 from r1jax.model.config import ConfigError, LEGACY_RUNTIME_FIELDS
 
 BAD = [
@@ -62,7 +62,7 @@ def test_an_old_exported_config_still_loads(tmp_path):
 
 def test_the_runtime_changes_speed_not_the_function():
   cfg = ModelConfig.preset("tiny")
-  variables = init_params(cfg, jax.random.key(0))
+  variables = init_variables(cfg, jax.random.key(0))
   tok = np.arange(12, dtype=np.int32).reshape(2, 6) % cfg.vocab_size
   ref = np.asarray(forward(cfg, variables, tok))
   np.testing.assert_array_equal(ref, np.asarray(forward(cfg, variables, tok, runtime=Runtime())))

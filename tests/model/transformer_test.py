@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from r1jax.model import ModelConfig, Runtime, apply_model, forward, init_params
+from r1jax.model import ModelConfig, Runtime, apply_model, forward, init_variables
 from r1jax.sharding import batch_sharding, make_mesh, mesh_rules
 
 TINY = ModelConfig.preset("tiny")
@@ -12,7 +12,7 @@ TINY = ModelConfig.preset("tiny")
 
 @pytest.fixture(scope="module")
 def tiny_params():
-  params = init_params(TINY, jax.random.key(0))
+  params = init_variables(TINY, jax.random.key(0))
   # A non-zero correction bias so that selection really differs from the weights' scores.
   params["router_bias"] = jax.tree.map(lambda b: jax.random.normal(jax.random.key(5), b.shape) * 0.05,
                                        params["router_bias"])
@@ -29,7 +29,7 @@ _fwd = jax.jit(forward, static_argnums=0, static_argnames="runtime")
 @pytest.mark.parametrize("preset", ["tiny", "tiny_qwen2", "tiny_qwen3_moe"])
 def test_causality(preset):
   cfg = ModelConfig.preset(preset)
-  params = init_params(cfg, jax.random.key(0))
+  params = init_variables(cfg, jax.random.key(0))
   tok = _tokens(2, 12)
   changed = tok.at[:, 7].set((tok[:, 7] + 1) % cfg.vocab_size)
   a, b = _fwd(cfg, params, tok), _fwd(cfg, params, changed)
@@ -137,8 +137,8 @@ def test_mesh_matches_single_device(shape, impl, cf):
   assert jax.device_count() == 8, "tests/conftest.py sets 8 fake CPU devices"
   cfg, rt = TINY, Runtime(moe_impl=impl, capacity_factor=cf)
   mesh = make_mesh(shape)
-  sharded = init_params(cfg, jax.random.key(0), mesh=mesh)
-  single = init_params(cfg, jax.random.key(0))
+  sharded = init_variables(cfg, jax.random.key(0), mesh=mesh)
+  single = init_variables(cfg, jax.random.key(0))
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), sharded, single)
 
   gate_proj = sharded["params"]["layers_1"]["mlp"]["gate_proj"]                  # [E=4, D, F]

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from r1jax.model import ModelConfig, init_params
+from r1jax.model import ModelConfig, init_variables
 from r1jax.rl import GRPOConfig, group_advantages, make_grpo_update, make_logprob_fn
 from r1jax.sharding import batch_sharding, distributed, make_mesh
 from r1jax.train import OptimConfig, create_train_state, make_optimizer
@@ -67,7 +67,7 @@ def main():
   batch = distributed.host_local_batch_to_global({k: v[rows] for k, v in full.items()}, mesh)
   assert batch["tokens"].shape == (B * G, P + N)
 
-  state = create_train_state(init_params(CFG, jax.random.key(0), mesh=mesh), TX)
+  state = create_train_state(init_variables(CFG, jax.random.key(0), mesh=mesh), TX)
   # The old policy is the initial one (ratio 1 at the first update), computed by the sharded forward.
   logp_fn = make_logprob_fn(CFG, mesh=mesh)
   old_logp = logp_fn(state.variables(), batch["tokens"], batch["attention_mask"], N)

@@ -36,7 +36,7 @@ import numpy as np
 import pytest
 
 from r1jax.eval.evaluate import EvalConfig, evaluate
-from r1jax.model import ModelConfig, init_params
+from r1jax.model import ModelConfig, init_variables
 from r1jax.stages.grpo import RLStageConfig, run_rl_stage
 from r1jax.rl.step import GRPOConfig
 from r1jax.testing import FakeTokenizer
@@ -96,9 +96,9 @@ def warm_start(train, seed, workdir):
                        checkpoint_every=steps,
                        optim=OptimConfig(learning_rate=lr, total_steps=steps, schedule="constant"))
     return run_lm_stage(MODEL, sc, examples=corpus, tokenizer=TOKENIZER, workdir=os.path.join(workdir, name),
-                        init_variables=init, verbose=False)
+                        initial_variables=init, verbose=False)
 
-  variables = sft("read", lambda ex: ex["answer"], READ_STEPS, 1e-2, init_params(MODEL, jax.random.key(seed)))
+  variables = sft("read", lambda ex: ex["answer"], READ_STEPS, 1e-2, init_variables(MODEL, jax.random.key(seed)))
   # Fresh draws per copy give every training question the same mix, so the model cannot memorise which
   # ones were answered correctly, and the training reward starts as low as the held-out accuracy.
   return sft("guess", lambda ex: ex["answer"] if rng.random() < READ_SHARE else GUESS, GUESS_STEPS, 3e-3,
@@ -129,7 +129,7 @@ def grpo(start, seed, workdir, *, learning_rate=RL_LR, accuracy_weight=1.0):
       reward_weights=(("accuracy", accuracy_weight),), dynamic_sampling=False, checkpoint_every=RL_STEPS,
       seed=seed, grpo=GRPOConfig(beta=0.04, num_iterations=2, num_minibatches=2, temperature=1.0),
       optim=OptimConfig(learning_rate=learning_rate, total_steps=RL_STEPS, schedule="constant"))
-  final = run_rl_stage(MODEL, sc, init_variables=variables, tokenizer=TOKENIZER, train_examples=train,
+  final = run_rl_stage(MODEL, sc, initial_variables=variables, tokenizer=TOKENIZER, train_examples=train,
                        eval_examples=None, workdir=workdir, verbose=False)
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     accuracy = [json.loads(line)["accuracy"] for line in f if line.strip()]

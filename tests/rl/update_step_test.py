@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from r1jax.model import ModelConfig, init_params, sequence_logprobs
+from r1jax.model import ModelConfig, init_variables, sequence_logprobs
 from r1jax.rl import GRPOConfig, group_advantages, make_grpo_update, make_logprob_fn
 from r1jax.sharding import make_mesh
 from r1jax.train import NonFiniteError, OptimConfig, check_finite, create_train_state, make_optimizer
@@ -34,8 +34,8 @@ def _rollout(variables):
 
 
 def _run(mesh, steps=2):
-  variables = init_params(CFG, jax.random.key(0), mesh=mesh)
-  batch = _rollout(init_params(CFG, jax.random.key(0)))
+  variables = init_variables(CFG, jax.random.key(0), mesh=mesh)
+  batch = _rollout(init_variables(CFG, jax.random.key(0)))
   state = create_train_state(variables, TX)
   update = make_grpo_update(CFG, RL, TX, mesh=mesh)
   history = []
@@ -79,7 +79,7 @@ def test_mesh_update_equals_single_device(single, shape):
 
 
 def test_router_bias_follows_the_balancing_rule():
-  variables = init_params(CFG, jax.random.key(0))
+  variables = init_variables(CFG, jax.random.key(0))
   batch = _rollout(variables)
   state = create_train_state(variables, TX)
   bias0 = np.asarray(state.router_bias["layers_1"]["mlp"]["e_score_correction_bias"]).copy()
@@ -95,7 +95,7 @@ def test_router_bias_follows_the_balancing_rule():
 
 
 def test_non_finite_loss_raises_naming_the_step():
-  variables = init_params(CFG, jax.random.key(0))
+  variables = init_variables(CFG, jax.random.key(0))
   batch = _rollout(variables)
   batch["advantages"] = batch["advantages"].at[0].set(jnp.nan)
   state = create_train_state(variables, TX)
@@ -105,7 +105,7 @@ def test_non_finite_loss_raises_naming_the_step():
 
 
 def test_reference_logprob_fn_matches_sequence_logprobs():
-  variables = init_params(CFG, jax.random.key(0))
+  variables = init_variables(CFG, jax.random.key(0))
   batch = _rollout(variables)
   fn = make_logprob_fn(CFG, temperature=1.0)
   np.testing.assert_allclose(fn(variables, batch["tokens"], batch["attention_mask"], N), batch["old_logp"],

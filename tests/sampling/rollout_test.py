@@ -6,7 +6,7 @@ import pytest
 
 from r1jax.data import tasks
 from r1jax.data.pipeline import prompt_batches
-from r1jax.model import init_params
+from r1jax.model import init_variables
 from r1jax.rewards import combine
 from r1jax.sampling import sample
 from r1jax.sampling.rollout import (RewardScorer, RolloutSettings, concat, decode_completions, pad_prompts, rollout,
@@ -20,7 +20,7 @@ SETTINGS = RolloutSettings(num_samples=2, max_new_tokens=6)
 
 @pytest.fixture(scope="module")
 def variables():
-  return init_params(CFG, jax.random.key(0))
+  return init_variables(CFG, jax.random.key(0))
 
 
 @pytest.fixture(scope="module")

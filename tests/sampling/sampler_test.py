@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from r1jax.kernels import cpu as cpu_kernels
-from r1jax.model import ModelConfig, Runtime, forward, init_params, param_shardings
+from r1jax.model import ModelConfig, Runtime, forward, init_variables, param_shardings
 from r1jax.sampling import sample
 from r1jax.sampling import sampler as sampler_lib
 from r1jax.sampling.sampler import (_decode_runtime, _filter_logits, _inverse_cdf_sample, _Options, _prefill_runtime,
@@ -31,12 +31,12 @@ def _prompts(cfg):
 
 
 def _random_params(cfg, seed=0, scale=0.3):
-  """Params of init_params' tree and shapes, drawn with numpy: compiling init_params costs ~6 s here.
+  """Params of init_variables' tree and shapes, drawn with numpy: compiling init_variables costs ~6 s here.
 
   Norm scales and router biases are random too, which is fine for equality tests. The scale, larger
   than the default 0.02, gives peaked next-token distributions, so greedy decoding is far from ties.
   """
-  shapes = jax.eval_shape(lambda: init_params(cfg, jax.random.key(0)))
+  shapes = jax.eval_shape(lambda: init_variables(cfg, jax.random.key(0)))
   rs = np.random.RandomState(seed)
   return jax.tree.map(lambda s: jnp.asarray(rs.normal(0.0, scale, s.shape).astype(s.dtype)), shapes)
 

@@ -9,7 +9,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 from r1jax.config_utils import build  # noqa: E402
 from r1jax.data import tasks  # noqa: E402
-from r1jax.model import ModelConfig, init_params  # noqa: E402
+from r1jax.model import ModelConfig, init_variables  # noqa: E402
 from r1jax.stages.grpo import RLStageConfig, run_rl_stage  # noqa: E402
 from r1jax.testing import FakeTokenizer  # noqa: E402
 
@@ -36,7 +36,8 @@ def examples():
 
 def run(workdir, num_steps, **overrides):
   train, test = examples()
-  return run_rl_stage(MODEL, stage_config(num_steps, **overrides), init_variables=init_params(MODEL, jax.random.key(0)),
+  return run_rl_stage(MODEL, stage_config(num_steps, **overrides),
+                      initial_variables=init_variables(MODEL, jax.random.key(0)),
                       tokenizer=TOKENIZER, train_examples=train, eval_examples=test, workdir=workdir, verbose=False)
 
 

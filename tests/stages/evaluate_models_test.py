@@ -11,7 +11,7 @@ from configs import evaluate as evaluate_config
 from r1jax.checkpoint import save_model
 from r1jax.config_utils import ConfigFieldError
 from r1jax.data import SentencePieceTokenizer, tasks
-from r1jax.model import init_params
+from r1jax.model import init_variables
 from r1jax.stages import evaluate as ev
 from r1jax.testing import tiny_model_config
 
@@ -26,8 +26,8 @@ def setup(tmp_path_factory):
   tok_path = str(root / "tokenizer.model")
   tok.save(tok_path)
   cfg = tiny_model_config(vocab_size=tok.vocab_size)
-  # init_params' tree and shapes, drawn with numpy: compiling init_params would double the test's time.
-  shapes = jax.eval_shape(lambda: init_params(cfg, jax.random.key(0)))
+  # init_variables' tree and shapes, drawn with numpy: compiling init_variables would double the test's time.
+  shapes = jax.eval_shape(lambda: init_variables(cfg, jax.random.key(0)))
   models = {}
   for i, name in enumerate(["base", "r1"]):
     rs = np.random.RandomState(i)

@@ -18,7 +18,7 @@ from r1jax.checkpoint import save_model
 from r1jax.config_utils import ConfigFieldError, build
 from r1jax.data import SentencePieceTokenizer, get_template, response_prefix, tasks
 from r1jax.data.jsonl import JsonlError
-from r1jax.model import init_params
+from r1jax.model import init_variables
 from r1jax.rewards import combine
 from r1jax.stages import rejection, standalone
 from r1jax.stages.rejection import RejectionConfig, read_traces, rejection_sample, select
@@ -44,7 +44,7 @@ def sp():
 
 @pytest.fixture(scope="module")
 def variables():
-  return init_params(MODEL, jax.random.key(0))
+  return init_variables(MODEL, jax.random.key(0))
 
 
 def _examples(num=5):

@@ -13,7 +13,7 @@ from r1jax.checkpoint import is_model, load_model, save_model
 from r1jax.config_utils import ConfigFieldError
 from r1jax.data import SentencePieceTokenizer, tasks
 from r1jax.data.jsonl import JsonlError
-from r1jax.model import ModelConfig, init_params
+from r1jax.model import ModelConfig, init_variables
 from r1jax.stages import exported, standalone
 from r1jax.testing import tiny_model_config
 
@@ -32,7 +32,7 @@ def setup(tmp_path_factory):
   data = root / "traces.jsonl"
   data.write_text("".join(json.dumps(t) + "\n" for t in traces))
   cfg = tiny_model_config(vocab_size=tok.vocab_size)
-  teacher = save_model(root / "teacher", cfg, init_params(cfg, jax.random.key(0)))
+  teacher = save_model(root / "teacher", cfg, init_variables(cfg, jax.random.key(0)))
   return tok_path, str(data), teacher
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from r1jax.data.pipeline import packed_lm_batches
-from r1jax.model import ModelConfig, forward, init_params
+from r1jax.model import ModelConfig, forward, init_variables
 from r1jax.model.transformer import apply_model
 from r1jax.testing import FakeTokenizer
 from r1jax.stages import lm
@@ -34,8 +34,8 @@ def _logits(cfg, variables, b):
 
 def test_teacher_topk_and_objective_match_numpy():
   b = _batch()
-  t_vars = init_params(TEACHER, jax.random.key(0))
-  s_vars = init_params(STUDENT, jax.random.key(1))
+  t_vars = init_variables(TEACHER, jax.random.key(0))
+  s_vars = init_variables(STUDENT, jax.random.key(1))
   dc = DistillConfig(top_k=5, kd_weight=0.3, temperature=1.5)
   out = make_teacher_topk(TEACHER, dc)(t_vars, b)
   t_logp = _log_softmax(_logits(TEACHER, t_vars, b))
@@ -57,13 +57,13 @@ def test_teacher_topk_and_objective_match_numpy():
 
 
 def test_distill_stage_pulls_student_towards_teacher(tmp_path):
-  t_vars = init_params(TEACHER, jax.random.key(0))
+  t_vars = init_variables(TEACHER, jax.random.key(0))
   sc = lm.LMStageConfig(num_steps=30, batch_size=4, seq_len=32, log_every=1, checkpoint_every=30,
                         distill=DistillConfig(top_k=8, kd_weight=1.0),
                         optim=lm.OptimConfig(learning_rate=3e-3, warmup_steps=0, total_steps=30))
-  s0 = init_params(STUDENT, jax.random.key(1))
+  s0 = init_variables(STUDENT, jax.random.key(1))
   s_vars = lm.run_lm_stage(STUDENT, sc, examples=TEXTS, tokenizer=FakeTokenizer(vocab_size=64),
-                           workdir=str(tmp_path), init_variables=s0, teacher=(TEACHER, t_vars), verbose=False)
+                           workdir=str(tmp_path), initial_variables=s0, teacher=(TEACHER, t_vars), verbose=False)
   from r1jax.stages.writers import MetricsWriter
   recs = MetricsWriter(str(tmp_path / "metrics.jsonl")).read("train")
   assert recs[-1]["kd_kl"] < 0.7 * recs[0]["kd_kl"], [r["kd_kl"] for r in recs]

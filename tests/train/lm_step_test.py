@@ -3,7 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from r1jax.model import ModelConfig, init_params
+from r1jax.model import ModelConfig, init_variables
 from r1jax.train import LMConfig, OptimConfig, create_train_state, lm_objective, make_lm_update, make_optimizer
 
 CFG = ModelConfig.preset("tiny")
@@ -27,7 +27,7 @@ def _packed(docs, t):
 
 
 def test_packed_loss_equals_separate_losses_and_ignores_padding():
-  variables = init_params(CFG, jax.random.key(0))
+  variables = init_variables(CFG, jax.random.key(0))
   loss_fn = jax.jit(lm_objective(CFG, LM))
   a, b = _example(1, 7), _example(2, 9)
   packed = _packed([a, b], 20)
@@ -40,7 +40,7 @@ def test_packed_loss_equals_separate_losses_and_ignores_padding():
 
 def test_lm_update_reduces_loss_on_a_fixed_batch():
   tx = make_optimizer(OptimConfig(learning_rate=3e-3, total_steps=20))
-  state = create_train_state(init_params(CFG, jax.random.key(0)), tx)
+  state = create_train_state(init_variables(CFG, jax.random.key(0)), tx)
   batch = _packed([_example(3, 12), _example(4, 12)], 24)
   update = make_lm_update(CFG, LM, tx)
   losses = []
