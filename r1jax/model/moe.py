@@ -24,15 +24,18 @@ Padding tokens (token_mask == 0) are sent to a null expert by the sparse paths a
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
 
 from r1jax.model.config import ModelConfig
 from r1jax.model.layers import MLP, constrain, param, stack_gate_up, swiglu
 from r1jax.model.runtime import DEFAULT, Runtime
+from r1jax.sharding.rules import DEFAULT_RULES, get_rules
 
 
 # ---------------------------------------------------------------------------------------------- routing
@@ -307,6 +310,96 @@ def expert_mlp(x_td, idx_tk, w_tk, token_mask_t, wg_edf, wu_edf, wd_efd, *, impl
   return _sorted_dropless(x_td, idx_tk, w_tk, token_mask_t, wg_edf, wu_edf, wd_efd, block), zero
 
 
+# ---------------------------------------------------------------------------------------------- expert parallel
+def _exchange_local(x_td, idx_tk, w_tk, token_mask_t, wg, wu, wd, *, axis, ep: int, capacity: int, block: int,
+                    token_axes: tuple):
+  """One device's part of the all-to-all dispatch (inside shard_map).
+
+  x_td, idx_tk, w_tk, token_mask_t: this device's t tokens; wg/wu/wd: its E/ep local experts. Each
+  token-slot goes to the expert shard idx // (E/ep), in a send buffer of `capacity` rows per destination
+  shard (slots past it are dropped and counted); one all_to_all over `axis` delivers every shard the rows
+  for its experts, which run as a dropless sorted dispatch over the local experts; the reverse all_to_all
+  brings the outputs back, and they are combined with the routing weights in fp32.
+  """
+  t, k = idx_tk.shape
+  d, e_local = x_td.shape[1], wg.shape[0]
+  rows = ep * capacity
+  # The local experts meet tokens that vary over the data axes too; marking the weights so makes their
+  # gradients sum over those axes (the custom VJPs of the sorted dispatch need matching types).
+  data_axes = tuple(a for a in token_axes if a != axis)
+  if data_axes:
+    wg, wu, wd = (_pvary(w, data_axes) for w in (wg, wu, wd))
+  s_flat, _, _, rank = _slots(idx_tk // e_local, token_mask_t, ep)            # destination shard, null = ep
+  keep = (s_flat < ep) & (rank < capacity)
+  row_of_slot = jnp.where(keep, s_flat * capacity + rank, rows)
+  x_send, slot_of_row = _dispatch(x_td, k, row_of_slot, rows)
+  local_expert = jnp.where(keep, idx_tk.reshape(-1) % e_local, e_local)
+  e_send = jnp.full((rows,), e_local, jnp.int32).at[row_of_slot].set(local_expert, mode="drop")
+  x_recv = jax.lax.all_to_all(x_send.reshape(ep, capacity, d), axis, 0, 0)   # [source shard, slot, D]
+  e_recv = jax.lax.all_to_all(e_send.reshape(ep, capacity), axis, 0, 0).reshape(rows)
+  valid = e_recv < e_local
+  y_recv = _sorted_dropless(x_recv.reshape(rows, d), jnp.minimum(e_recv, e_local - 1)[:, None],
+                            jnp.ones((rows, 1), jnp.float32), valid, wg, wu, wd, block)
+  y_back = jax.lax.all_to_all(y_recv.astype(x_td.dtype).reshape(ep, capacity, d), axis, 0, 0)
+  y = _combine(y_back.reshape(rows, d), row_of_slot, slot_of_row, w_tk)
+  routed = jnp.sum(s_flat < ep)
+  dropped = jnp.sum((s_flat < ep) & ~keep)
+  routed, dropped = jax.lax.psum((routed, dropped), token_axes)
+  return y, dropped / jnp.maximum(routed, 1)
+
+
+def _pvary(x, axes):
+  """x marked as varying over `axes` inside shard_map (its transpose sums over them)."""
+  return jax.lax.pcast(x, axes, to="varying")
+
+
+def expert_parallel_plan(num_tokens: int, num_experts: int):
+  """(mesh, token axes, expert axis, expert-axis size) when the all-to-all dispatch applies here, else None.
+
+  It applies under a mesh (`jax.set_mesh`, or `r1jax.sharding.mesh_rules`, which also sets the logical
+  rules; without rules, the default table) when the `expert` logical axis maps to one mesh axis of size
+  ep > 1 that divides the experts, and the tokens divide over the batch axes times ep.
+  """
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh is None or mesh.empty:
+    return None
+  rules = dict(nn.get_logical_axis_rules() or get_rules(DEFAULT_RULES))
+  axis = rules.get("expert")
+  if not isinstance(axis, str) or axis not in mesh.axis_names:
+    return None
+  ep = mesh.shape[axis]
+  batch = rules.get("batch")
+  batch = () if batch is None else (batch,) if isinstance(batch, str) else tuple(batch)
+  token_axes = tuple(a for a in batch if a in mesh.axis_names and a != axis) + (axis,)
+  if ep <= 1 or num_experts % ep or num_tokens % math.prod(mesh.shape[a] for a in token_axes):
+    return None
+  return mesh, token_axes, axis, ep
+
+
+def expert_parallel_mlp(x_td, idx_tk, w_tk, token_mask_t, wg_edf, wu_edf, wd_efd, plan, *,
+                        capacity_factor: float, block_size: int = 0):
+  """Routed-expert SwiGLU with expert parallelism: tokens go to the devices that hold their experts by
+  `jax.lax.all_to_all` inside `jax.shard_map`, and come back the same way (see _exchange_local).
+
+  Tokens are split over the batch axes and the expert axis; each device sends at most
+  C = ceil(capacity_factor * t * k / ep) slots to each expert shard (t = its tokens). Exact (the same sums
+  as the one-device dropless dispatch) while no (device, shard) pair gets more than C slots; slots past
+  it are dropped, and the returned fraction (over the whole batch) says how many.
+
+  Returns (y f32[T, D], dropped fraction f32[]).
+  """
+  mesh, token_axes, axis, ep = plan
+  t, k = idx_tk.shape
+  local_t = t // math.prod(mesh.shape[a] for a in token_axes)
+  capacity = max(1, math.ceil(capacity_factor * local_t * k / ep))
+  block = block_size or auto_block_size(local_t * k, wg_edf.shape[0] // ep)
+  tok, experts = P(token_axes), P(axis)
+  fn = functools.partial(_exchange_local, axis=axis, ep=ep, capacity=capacity, block=block,
+                         token_axes=token_axes)
+  return jax.shard_map(fn, mesh=mesh, in_specs=(tok, tok, tok, tok, experts, experts, experts),
+                       out_specs=(tok, P()))(x_td, idx_tk, w_tk, token_mask_t, wg_edf, wu_edf, wd_efd)
+
+
 # ---------------------------------------------------------------------------------------------- layer
 class MoE(nn.Module):
   """Routed experts + shared experts. Returns (y, aux) with aux = expert counts, balance loss, drops."""
@@ -334,8 +427,15 @@ class MoE(nn.Module):
     mask_t = token_mask_bt.reshape(b * t)
     idx, w, scores = route(x_td, router, bias, cfg)
     rt = self.runtime
-    y, dropped = expert_mlp(x_td, idx, w, mask_t, wg, wu, wd, impl=rt.moe_impl, capacity_factor=rt.capacity_factor,
-                            block_size=rt.moe_block_size, kernels=rt.kernels)
+    plan = None
+    if rt.moe_impl == "sorted" and rt.capacity_factor == 0:
+      plan = expert_parallel_plan(b * t, e)
+    if plan is not None:
+      y, dropped = expert_parallel_mlp(x_td, idx, w, mask_t, wg, wu, wd, plan,
+                                       capacity_factor=rt.exchange_capacity_factor, block_size=rt.moe_block_size)
+    else:
+      y, dropped = expert_mlp(x_td, idx, w, mask_t, wg, wu, wd, impl=rt.moe_impl,
+                              capacity_factor=rt.capacity_factor, block_size=rt.moe_block_size, kernels=rt.kernels)
     y = y.astype(dt).reshape(b, t, d)
     if cfg.n_shared_experts:
       y = y + MLP(cfg, f * cfg.n_shared_experts, rt, name="shared_experts")(x_btd)

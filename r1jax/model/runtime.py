@@ -10,7 +10,10 @@ and the decode steps (r1jax.sampling.sampler).
 
 MoE dispatch (`moe_impl`):
   "sorted"  tokens sorted by expert; dropless (capacity_factor == 0, blocks of `moe_block_size` rows,
-            0 = chosen from the shapes) or capacity-limited (capacity_factor > 0). The default.
+            0 = chosen from the shapes) or capacity-limited (capacity_factor > 0). The default. Dropless
+            under a mesh whose `expert` axis is larger than 1, tokens are sorted across devices: an
+            all-to-all sends each to the device holding its expert and back (r1jax.model.moe
+            .expert_parallel_mlp), with send buffers of `exchange_capacity_factor` x the balanced load.
   "dense"   every expert on every token, weighted by the routing: the test oracle.
   "ragged"  jax.lax.ragged_dot grouped matmuls.
   "kernel"  `kernels.routed_experts`: a custom call that computes only the chosen experts (forward only).
@@ -43,6 +46,8 @@ class Runtime:
   attention_impl: str = "xla"
   mlp_impl: str = "xla"
   kernels: Any = None               # provides the "kernel" choices (e.g. r1jax.kernels.cpu)
+  exchange_capacity_factor: float = 2.0   # expert-parallel all-to-all: send-buffer rows per (device, expert
+                                          # shard) = this x the balanced load; more is dropped and counted
 
   def __post_init__(self):
     if self.moe_impl not in MOE_IMPLS:
@@ -55,6 +60,8 @@ class Runtime:
     if self.capacity_factor > 0 and self.moe_impl != "sorted":
       _fail("capacity_factor", self.capacity_factor, f"only moe_impl='sorted' has a capacity mode, "
             f"moe_impl={self.moe_impl!r} is always dropless")
+    if not isinstance(self.exchange_capacity_factor, (int, float)) or not self.exchange_capacity_factor > 0:
+      _fail("exchange_capacity_factor", self.exchange_capacity_factor, "must be > 0")
     if not isinstance(self.moe_block_size, int) or self.moe_block_size < 0:
       _fail("moe_block_size", self.moe_block_size, "must be >= 0 (0 = automatic)")
     if self.uses_kernels and self.kernels is None:

@@ -44,6 +44,7 @@ FSDP_TP = (
 )
 
 RULES = {"fsdp_tp": FSDP_TP}
+DEFAULT_RULES = "fsdp_tp"
 
 
 def get_rules(name: str):
