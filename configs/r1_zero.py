@@ -54,6 +54,11 @@ def get_config(arg: str | None = None):
                 max_new_tokens=40, num_samples=4, temperature=1.0),
       runtime=runtime_fields())
 
+  # The device mesh every stage runs on (r1jax.sharding.make_mesh sizes; -1 = the remaining devices; all 1 =
+  # one device, no mesh). E.g. --config.mesh.data=2 --config.mesh.expert=4 on 8 devices: the batch split 2
+  # ways and the routed experts 4 ways, exchanged by all-to-all.
+  c.mesh = dict(data=1, fsdp=1, expert=1, tensor=1)
+
   # Evaluation of the base and the final policy (r1jax.eval.EvalConfig).
   c.eval = dict(num_examples=40 if runlocal else 400, batch_size=40 if runlocal else 100, max_prompt_len=24,
                 max_new_tokens=40, num_samples=4, temperature=1.0)

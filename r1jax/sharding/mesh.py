@@ -74,3 +74,23 @@ def batch_sharding(mesh: jax.sharding.Mesh, ndim: int = 2, rules="fsdp_tp") -> N
   """Sharding of a [batch, ...] array: batch over the data axes, the rest replicated."""
   table = dict(get_rules(rules) if isinstance(rules, str) else rules)
   return NamedSharding(mesh, P(table["batch"], *([None] * (ndim - 1))))
+
+
+def mesh_from_config(section) -> jax.sharding.Mesh | None:
+  """The mesh a config's `mesh` section asks for ({data, fsdp, expert, tensor}: sizes, one may be -1 for
+  the remaining devices), or None when every size is 1 (one device, no mesh: the plain single-device path).
+  A section that cannot be built over jax.devices() fails naming the sizes and the device count."""
+  section = section.to_dict() if hasattr(section, "to_dict") else section
+  sizes = dict(section or {})
+  unknown = set(sizes) - set(MESH_AXES)
+  if unknown:
+    raise ValueError(f"config.mesh: unknown axes {sorted(unknown)}; axes are {MESH_AXES}")
+  for a, s in sizes.items():
+    if not isinstance(s, int) or isinstance(s, bool) or (s < 1 and s != -1):
+      raise ValueError(f"config.mesh.{a}={s!r}: must be a positive integer or -1 (the remaining devices)")
+  if all(s == 1 for s in sizes.values()):
+    return None
+  try:
+    return make_mesh(sizes)
+  except ValueError as e:
+    raise ValueError(f"config.mesh: {e}") from e

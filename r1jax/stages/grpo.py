@@ -26,12 +26,14 @@ from r1jax.data.templates import get_template, response_prefix
 from r1jax.eval.evaluate import EvalConfig, evaluate
 from r1jax.model.config import ModelConfig
 from r1jax.model.runtime import Runtime
+from r1jax.model.transformer import param_shardings
 from r1jax.rl.advantages import ADVANTAGE_ESTIMATORS, get_advantage_fn
 from r1jax.rl.step import GRPOConfig, grpo_update_rollout, make_grpo_update, make_logprob_fn
 from r1jax.sampling.rollout import Rollout, check_reward_names, RewardScorer, RolloutSettings, concat, rollout, select_groups
 from r1jax.stages.state import from_state_dict, state_dict
 from r1jax.stages.writers import MetricsWriter, Preemption, finish_saves
 from r1jax.train.optim import OptimConfig, make_optimizer
+from r1jax.sharding.mesh import batch_sharding
 from r1jax.train.state import create_train_state
 from r1jax.train.step import check_finite
 
@@ -106,8 +108,11 @@ def _copy(tree):
 
 def run_rl_stage(model_cfg: ModelConfig, sc: RLStageConfig, *, initial_variables: dict, tokenizer,
                  train_examples: Any, eval_examples: Sequence[Mapping] | None, workdir: str,
-                 verbose: bool = True) -> dict:
-  """Runs GRPO from `initial_variables`; returns the final variables. Resumes from workdir/checkpoints."""
+                 verbose: bool = True, mesh=None) -> dict:
+  """Runs GRPO from `initial_variables`; returns the final variables. Resumes from workdir/checkpoints.
+
+  With a `mesh`, the variables, optimizer state and reference are sharded by the rules table, rollouts
+  and evaluation sample over the mesh, and each update's batch is split along the batch axes."""
   # --- setup
   template = get_template(sc.template)
   scorer = RewardScorer(weights=dict(sc.reward_weights), options={n: dict(o) for n, o in sc.reward_options},
@@ -116,9 +121,9 @@ def run_rl_stage(model_cfg: ModelConfig, sc: RLStageConfig, *, initial_variables
                              temperature=sc.grpo.temperature, top_k=sc.top_k, top_p=sc.top_p)
   tx = make_optimizer(sc.optim)
   runtime = sc.runtime.validate_for(model_cfg)
-  update = make_grpo_update(model_cfg, sc.grpo, tx, runtime=runtime)
+  update = make_grpo_update(model_cfg, sc.grpo, tx, runtime=runtime, mesh=mesh)
   advantage_fn = get_advantage_fn(sc.advantage_estimator)
-  ref_logprobs = make_logprob_fn(model_cfg, sc.grpo.temperature, runtime=runtime)
+  ref_logprobs = make_logprob_fn(model_cfg, sc.grpo.temperature, runtime=runtime, mesh=mesh)
   data = prompt_batches(train_examples, tokenizer, template, batch_size=sc.batch_size,
                         max_prompt_len=sc.max_prompt_len, seed=sc.seed)
   ckpt = CheckpointManager(os.path.join(workdir, "checkpoints"), max_to_keep=sc.keep)
@@ -128,6 +133,8 @@ def run_rl_stage(model_cfg: ModelConfig, sc: RLStageConfig, *, initial_variables
   g = sc.group_size
 
   # --- restore
+  if mesh is not None:
+    initial_variables = jax.device_put(initial_variables, param_shardings(model_cfg, mesh))
   state = create_train_state(initial_variables, tx)
   ref = _copy({"params": state.params, "router_bias": state.router_bias})   # update donates the state
   start = ckpt.latest_step()
@@ -149,7 +156,7 @@ def run_rl_stage(model_cfg: ModelConfig, sc: RLStageConfig, *, initial_variables
       while True:
         batch = next(data)
         r = rollout(model_cfg, state.variables(), tokenizer, batch, rng=jax.random.fold_in(key, tries),
-                    settings=settings, scorer=scorer, runtime=runtime)
+                    settings=settings, scorer=scorer, runtime=runtime, mesh=mesh)
         first = r if first is None else first
         t_reward += r.time_reward_s
         zv = _zero_variance(r.rewards, g)
@@ -179,6 +186,8 @@ def run_rl_stage(model_cfg: ModelConfig, sc: RLStageConfig, *, initial_variables
 
       t1 = time.time()
       train_batch = _train_batch(kept, adv, active)
+      if mesh is not None:
+        train_batch = {k: jax.device_put(v, batch_sharding(mesh, v.ndim)) for k, v in train_batch.items()}
       if sc.grpo.beta > 0:
         train_batch["ref_logp"] = jax.block_until_ready(ref_logprobs(
             ref, train_batch["tokens"], train_batch["attention_mask"], sc.max_new_tokens))   # timed honestly
@@ -217,7 +226,8 @@ def run_rl_stage(model_cfg: ModelConfig, sc: RLStageConfig, *, initial_variables
         writer.write(step, m)
       # --- eval / checkpoint
       if eval_examples is not None and sc.eval_every and step % sc.eval_every == 0 and step < sc.num_steps:
-        rep = evaluate(model_cfg, state.variables(), tokenizer, eval_examples, sc.eval, template=sc.template)
+        rep = evaluate(model_cfg, state.variables(), tokenizer, eval_examples, sc.eval, template=sc.template,
+                       mesh=mesh)
         writer.write(step, {k: v for k, v in rep.items() if k != "samples"}, kind="eval")
       if step % sc.checkpoint_every == 0 or step == sc.num_steps or preempt.requested:
         ckpt.save(step, {"state": state_dict(state), "ref": ref}, data_iter=data, metadata={"stage": "rl"},

@@ -20,6 +20,7 @@ from r1jax.data.jsonl import write_json
 from r1jax.eval import EvalConfig, evaluate
 from r1jax.eval.report import markdown_table, plot_curves
 from r1jax.model import ModelConfig
+from r1jax.sharding.mesh import mesh_from_config
 from r1jax.stages import exported
 from r1jax.stages.grpo import RLStageConfig, run_rl_stage
 from r1jax.stages.lm import LMStageConfig, run_lm_stage
@@ -33,11 +34,11 @@ def validate(c, vocab_size: int = 64):
       build(EvalConfig, c.eval, "config.eval")
 
 
-def _eval(path, cfg, variables, tok, examples, ec, template):
+def _eval(path, cfg, variables, tok, examples, ec, template, mesh=None):
   if os.path.exists(path):
     with open(path) as f:
       return json.load(f)
-  rep = evaluate(cfg, variables, tok, examples, ec, template=template)
+  rep = evaluate(cfg, variables, tok, examples, ec, template=template, mesh=mesh)
   write_json(path, rep)
   return rep
 
@@ -47,6 +48,7 @@ def run(c, workdir: str) -> dict:
   t0 = time.time()
   os.makedirs(workdir, exist_ok=True)
   validate(c)                                                          # fail fast, before any work
+  mesh_from_config(c.get("mesh"))
   task = tasks.get(c.task.name, **{k: v for k, v in c.task.items() if k != "name"})
   train = list(task.examples("train", seed=c.seed, num=c.num_train_problems))
   test = list(task.examples("test", seed=c.seed, num=c.num_eval_problems))
@@ -55,20 +57,21 @@ def run(c, workdir: str) -> dict:
   tok = exported.tokenizer(os.path.join(workdir, "tokenizer.model"),
                            [r["prompt"] + r["completion"] for r in corpus], **c.tokenizer)
   model_cfg, pre_cfg, rl_cfg, ec = validate(c, tok.vocab_size)
+  mesh = mesh_from_config(c.get("mesh"))
 
   # Stage 1: pretraining (completion-only loss on the mixed-mode corpus).
   base = run_lm_stage(model_cfg, pre_cfg, examples=[{"prompt": r["prompt"], "completion": r["completion"]}
                                                    for r in corpus],
-                      tokenizer=tok, workdir=os.path.join(workdir, "pretrain"))
+                      tokenizer=tok, workdir=os.path.join(workdir, "pretrain"), mesh=mesh)
   t_pre = time.time() - t0
-  base_rep = _eval(os.path.join(workdir, "eval_base.json"), model_cfg, base, tok, test, ec, c.template)
+  base_rep = _eval(os.path.join(workdir, "eval_base.json"), model_cfg, base, tok, test, ec, c.template, mesh)
 
   # Stage 2: GRPO from the base with accuracy + format rewards only.
   t1 = time.time()
   final = run_rl_stage(model_cfg, rl_cfg, initial_variables=base, tokenizer=tok, train_examples=train,
-                       eval_examples=test, workdir=os.path.join(workdir, "rl"))
+                       eval_examples=test, workdir=os.path.join(workdir, "rl"), mesh=mesh)
   t_rl = time.time() - t1
-  final_rep = _eval(os.path.join(workdir, "eval_final.json"), model_cfg, final, tok, test, ec, c.template)
+  final_rep = _eval(os.path.join(workdir, "eval_final.json"), model_cfg, final, tok, test, ec, c.template, mesh)
 
   # Report.
   records = MetricsWriter(os.path.join(workdir, "rl", "metrics.jsonl")).read("train")
