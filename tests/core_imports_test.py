@@ -9,6 +9,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXTRAS_ONLY = ("torch", "transformers", "safetensors", "pytest", "hypothesis", "xdist", "jupytext", "nbclient",
                "nbformat", "ipykernel")
@@ -43,8 +45,10 @@ if failed:
 """
 
 
-def test_every_module_imports_without_the_extras():
-  proc = subprocess.run([sys.executable, "-c", _SCRIPT, ",".join(EXTRAS_ONLY), str(ROOT)], cwd=ROOT,
+@pytest.mark.parametrize("blocked", [EXTRAS_ONLY, EXTRAS_ONLY + ("tokenizers",)], ids=["extras", "extras+tokenizers"])
+def test_every_module_imports_without_the_extras(blocked):
+  """Also without `tokenizers` (a core requirement that only the Hugging Face tokenizer uses, when it loads)."""
+  proc = subprocess.run([sys.executable, "-c", _SCRIPT, ",".join(blocked), str(ROOT)], cwd=ROOT,
                         capture_output=True, text=True, timeout=600, env={"PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu",
                                                                            "PYTHONPATH": str(ROOT)})
   assert proc.returncode == 0, proc.stderr[-4000:]

@@ -28,8 +28,6 @@ import pathlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import tokenizers
-
 
 def _content(token: Any) -> str | None:
   """A special-token entry of tokenizer_config.json: "text", {"content": "text", ...} or null."""
@@ -62,6 +60,7 @@ class HFTokenizer:
       ValueError: no EOS is known, or a named special token is not in the vocabulary.
     """
     self._json = tokenizer_json
+    import tokenizers   # here, not at import: r1jax.data and the CPU experiments never need it
     self._tok = tokenizers.Tokenizer.from_str(tokenizer_json)
     self._args = dict(bos_token=bos_token, eos_token=eos_token, pad_token=pad_token,
                       eos_token_ids=tuple(int(i) for i in eos_token_ids), extra_stop_pieces=tuple(extra_stop_pieces))
