@@ -114,7 +114,8 @@ class MLA(nn.Module):
       if self.runtime.attention_impl == "kernel" and x_btd.shape[1] == 1:
         b, s = c_bsr.shape[:2]
         mask_bs = jnp.broadcast_to(mask_b1ts, (b, 1, 1, s))[:, 0, 0]
-        o_lat = self.runtime.kernels.mla_decode_attention(q_lat[:, 0], q_pe[:, 0], c_bsr, kpe_bsp, mask_bs, scale)[:, :, None]
+        o_lat = self.runtime.kernels.mla_decode_attention(q_lat[:, 0], q_pe[:, 0], c_bsr, kpe_bsp, mask_bs,
+                                                          scale)[:, :, None]
       else:
         scores = (jnp.einsum("BTNR,BSR->BNTS", q_lat, c_bsr, preferred_element_type=f32)
                   + jnp.einsum("BTNP,BSP->BNTS", q_pe, kpe_bsp, preferred_element_type=f32))

@@ -58,7 +58,8 @@ class MLP(nn.Module):
       b, t, _ = x_btd.shape
       x_td = x_btd.reshape(b * t, d)
       ones = jnp.ones((b * t, 1), jnp.float32)
-      y = self.runtime.kernels.routed_experts(x_td, jnp.zeros((b * t, 1), jnp.int32), ones, wg[None], wu[None], wd[None])
+      y = self.runtime.kernels.routed_experts(x_td, jnp.zeros((b * t, 1), jnp.int32), ones, wg[None], wu[None],
+                                              wd[None])
       return y.reshape(b, t, d)
     return swiglu(x_btd, stack_gate_up(wg, wu), wd, "BTD,DF->BTF", "BTF,FD->BTD")
 

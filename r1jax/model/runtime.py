@@ -22,7 +22,8 @@ one-token decode step) and dense SwiGLU MLPs run as one expert of `kernels.route
 
 The model package does not import any kernels: `kernels` is an object (a module such as
 r1jax.kernels.cpu) that provides `routed_experts(x_td, idx_tk, w_tk, wg_edf, wu_edf, wd_efd)` and
-`mla_decode_attention(q_lat_bnr, q_pe_bnp, c_bsr, kpe_bsp, mask_bs, scale)`; a "kernel" choice needs one.
+`mla_decode_attention(q_lat_bnr, q_pe_bnp, c_bsr, kpe_bsp, mask_bs, scale)` (and, for the sampler's weight
+layout, `panels` / `unpanels`); a "kernel" choice needs one.
 """
 from __future__ import annotations
 
@@ -65,19 +66,22 @@ class Runtime:
     if not isinstance(self.moe_block_size, int) or self.moe_block_size < 0:
       _fail("moe_block_size", self.moe_block_size, "must be >= 0 (0 = automatic)")
     if self.uses_kernels and self.kernels is None:
-      field = next(f for f in ("moe_impl", "attention_impl", "mlp_impl") if getattr(self, f) == "kernel")
-      _fail(field, "kernel", "needs `kernels`, an object with routed_experts and mla_decode_attention "
+      _fail(self._kernel_field, "kernel", "needs `kernels`, an object with routed_experts and mla_decode_attention "
             "(e.g. r1jax.kernels.cpu)")
 
   @property
   def uses_kernels(self) -> bool:
-    return "kernel" in (self.moe_impl, self.attention_impl, self.mlp_impl)
+    return self._kernel_field is not None
+
+  @property
+  def _kernel_field(self) -> str | None:
+    """The first field set to "kernel", or None."""
+    return next((f for f in ("moe_impl", "attention_impl", "mlp_impl") if getattr(self, f) == "kernel"), None)
 
   def validate_for(self, cfg) -> "Runtime":
     """Fails (naming the field) when this runtime cannot run `cfg`; returns self."""
     if self.uses_kernels and (cfg.dtype, cfg.param_dtype) != ("float32", "float32"):
-      field = next(f for f in ("moe_impl", "attention_impl", "mlp_impl") if getattr(self, f) == "kernel")
-      _fail(field, "kernel", f"the kernels compute in float32 only (ModelConfig.dtype={cfg.dtype!r}, "
+      _fail(self._kernel_field, "kernel", f"the kernels compute in float32 only (ModelConfig.dtype={cfg.dtype!r}, "
             f"param_dtype={cfg.param_dtype!r})")
     return self
 

@@ -48,7 +48,7 @@ def run(c, workdir: str) -> dict:
   t0 = time.time()
   os.makedirs(workdir, exist_ok=True)
   validate(c)                                                          # fail fast, before any work
-  mesh_from_config(c.get("mesh"))
+  mesh = mesh_from_config(c.get("mesh"))
   task = tasks.get(c.task.name, **{k: v for k, v in c.task.items() if k != "name"})
   train = list(task.examples("train", seed=c.seed, num=c.num_train_problems))
   test = list(task.examples("test", seed=c.seed, num=c.num_eval_problems))
@@ -57,7 +57,6 @@ def run(c, workdir: str) -> dict:
   tok = exported.tokenizer(os.path.join(workdir, "tokenizer.model"),
                            [r["prompt"] + r["completion"] for r in corpus], **c.tokenizer)
   model_cfg, pre_cfg, rl_cfg, ec = validate(c, tok.vocab_size)
-  mesh = mesh_from_config(c.get("mesh"))
 
   # Stage 1: pretraining (completion-only loss on the mixed-mode corpus).
   base = run_lm_stage(model_cfg, pre_cfg, examples=[{"prompt": r["prompt"], "completion": r["completion"]}
