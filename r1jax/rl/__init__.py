@@ -8,6 +8,7 @@ from r1jax.rl.advantages import ADVANTAGE_ESTIMATORS
 from r1jax.rl.advantages import get_advantage_fn
 from r1jax.rl.advantages import group_advantages
 from r1jax.rl.advantages import rloo_advantages
+from r1jax.rl.advantages import sharded_advantages
 from r1jax.rl.advantages import zero_variance_groups
 from r1jax.rl.losses import AGGREGATIONS
 from r1jax.rl.losses import KL_ESTIMATORS

@@ -11,12 +11,21 @@ A GRPO batch is a dict of arrays, all sharded on the batch axis:
   completion_mask int32[S, N]      1 = completion token the loss sees
   old_logp        f32[S, N]        sampler log-probs (temperature-scaled policy)
   ref_logp        f32[S, N]        reference log-probs (only when beta > 0)
-  advantages      f32[S]
+and either
+  rewards         f32[S]           each prompt's G samples contiguous: the update computes the group
+                                   advantages itself, inside the jitted step, over the mesh
+                                   (r1jax.rl.advantages.sharded_advantages)
+  active          f32[S]           optional: 1 = the row counts, 0 = filler (its advantage is zeroed)
+or
+  advantages      f32[S]           computed by the caller.
+A minibatch is the rollout batch plus `rows` int32[S / num_minibatches], the rows it trains on: the
+advantages are those of the whole rollout (as GRPO defines them), then the step gathers its rows.
 """
 from __future__ import annotations
 
 import dataclasses
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,8 +34,10 @@ import optax
 from r1jax.model.config import ModelConfig
 from r1jax.model.runtime import Runtime
 from r1jax.model.transformer import sequence_logprobs
+from r1jax.rl.advantages import ADVANTAGE_ESTIMATORS, sharded_advantages
 from r1jax.rl.losses import AGGREGATIONS, KL_ESTIMATORS, grpo_loss
 from r1jax.sharding.mesh import mesh_rules
+from r1jax.sharding.rules import get_rules
 from r1jax.train.losses import add_balance_loss
 from r1jax.train.step import make_update
 
@@ -69,10 +80,50 @@ class GRPOConfig:
         raise ValueError(f"GRPOConfig.{name}={getattr(self, name)!r}: {why}")
 
 
-def grpo_objective(cfg: ModelConfig, rl: GRPOConfig, runtime: Runtime | None = None):
+ROW_KEYS = ("tokens", "attention_mask", "completion_mask", "old_logp", "ref_logp")
+
+
+def _batch_axes(mesh, rules) -> tuple[str, ...]:
+  """The mesh axes the batch is split over (the `batch` rule), for the advantages' collectives."""
+  axes = dict(get_rules(rules) if isinstance(rules, str) else rules).get("batch")
+  axes = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+  return tuple(a for a in axes if mesh is not None and a in mesh.axis_names)
+
+
+def minibatch_in_step(batch: dict, *, group_size: int | None, estimator: str = "grpo", mesh=None,
+                      rules="fsdp_tp") -> dict:
+  """Inside the jitted step: the batch the loss sees, with its advantages.
+
+  From `rewards` the group advantages are computed over the whole rollout where the rewards lie
+  (r1jax.rl.advantages.sharded_advantages) and zeroed where `active` is 0; given `advantages` are
+  used as they are. With `rows`, the minibatch's rows are then gathered (and kept on the batch axes)."""
+  if "rewards" in batch:
+    if group_size is None:
+      raise ValueError("the GRPO batch has rewards: make_grpo_update needs group_size to compute advantages")
+    adv = sharded_advantages(batch["rewards"], group_size, estimator, mesh=mesh, axes=_batch_axes(mesh, rules))
+    if "active" in batch:
+      adv = adv * batch["active"]
+  elif "advantages" in batch:
+    adv = batch["advantages"]
+  else:
+    raise ValueError(f"the GRPO batch needs rewards or advantages; it has {sorted(batch)}")
+  out = {k: batch[k] for k in ROW_KEYS if batch.get(k) is not None}
+  out["advantages"] = adv
+  rows = batch.get("rows")
+  if rows is not None:
+    out = {k: nn.with_logical_constraint(jnp.take(v, rows, axis=0), ("batch",) + (None,) * (v.ndim - 1))
+           for k, v in out.items()}
+  return out
+
+
+def grpo_objective(cfg: ModelConfig, rl: GRPOConfig, runtime: Runtime | None = None, *,
+                   group_size: int | None = None, advantage_estimator: str = "grpo", mesh=None,
+                   rules="fsdp_tp"):
   """loss_fn(variables, batch) -> (loss, (metrics, aux)) for r1jax.train.step.make_update."""
 
   def loss_fn(variables, batch):
+    batch = minibatch_in_step(batch, group_size=group_size, estimator=advantage_estimator, mesh=mesh,
+                              rules=rules)
     n = batch["completion_mask"].shape[1]
     logp, aux = sequence_logprobs(cfg, variables, batch["tokens"], batch["attention_mask"], n, rl.temperature,
                                   runtime=runtime)
@@ -88,10 +139,18 @@ def grpo_objective(cfg: ModelConfig, rl: GRPOConfig, runtime: Runtime | None = N
 
 
 def make_grpo_update(cfg: ModelConfig, rl: GRPOConfig, tx: optax.GradientTransformation, *, mesh=None,
-                     rules="fsdp_tp", donate: bool = True, runtime: Runtime | None = None):
-  """The jitted GRPO minibatch update: `update(state, batch) -> (state, metrics)`; runtime: r1jax.model.Runtime."""
-  return make_update(cfg, tx, grpo_objective(cfg, rl, runtime), router_bias_rate=rl.router_bias_rate, mesh=mesh,
-                     rules=rules, donate=donate)
+                     rules="fsdp_tp", donate: bool = True, runtime: Runtime | None = None,
+                     group_size: int | None = None, advantage_estimator: str = "grpo"):
+  """The jitted GRPO minibatch update: `update(state, batch) -> (state, metrics)`; runtime: r1jax.model.Runtime.
+
+  group_size and advantage_estimator (a name in r1jax.rl.ADVANTAGE_ESTIMATORS) are used when the
+  batch brings `rewards`: the advantages are then computed inside the step, sharded like the batch."""
+  if advantage_estimator not in ADVANTAGE_ESTIMATORS:
+    raise ValueError(f"advantage_estimator={advantage_estimator!r}: must be one of {sorted(ADVANTAGE_ESTIMATORS)}")
+  loss_fn = grpo_objective(cfg, rl, runtime, group_size=group_size, advantage_estimator=advantage_estimator,
+                           mesh=mesh, rules=rules)
+  return make_update(cfg, tx, loss_fn, router_bias_rate=rl.router_bias_rate, mesh=mesh, rules=rules,
+                     donate=donate)
 
 
 def make_logprob_fn(cfg: ModelConfig, temperature: float = 1.0, *, mesh=None, rules="fsdp_tp",
@@ -107,23 +166,24 @@ def make_logprob_fn(cfg: ModelConfig, temperature: float = 1.0, *, mesh=None, ru
   return logprob_fn
 
 
-def minibatches(batch: dict, num_minibatches: int, rng: np.random.Generator | None = None):
-  """Splits a rollout batch into `num_minibatches` equal parts along axis 0 (shuffled when rng is given)."""
-  s = batch["advantages"].shape[0]
-  if s % num_minibatches:
-    raise ValueError(f"rollout of {s} sequences is not divisible into num_minibatches={num_minibatches}")
-  order = np.arange(s) if rng is None else rng.permutation(s)
-  size = s // num_minibatches
-  for i in range(num_minibatches):
-    idx = order[i * size:(i + 1) * size]
-    yield {k: (v[idx] if v is not None else None) for k, v in batch.items()}
+def minibatch_rows(num_rows: int, num_minibatches: int, rng: np.random.Generator | None = None):
+  """The rows of each of `num_minibatches` equal minibatches (int32 arrays; shuffled when rng is given)."""
+  if num_rows % num_minibatches:
+    raise ValueError(f"rollout of {num_rows} sequences is not divisible into num_minibatches={num_minibatches}")
+  order = (np.arange(num_rows) if rng is None else rng.permutation(num_rows)).astype(np.int32)
+  return np.split(order, num_minibatches)
 
 
 def grpo_update_rollout(update, state, batch: dict, rl: GRPOConfig, rng: np.random.Generator | None = None):
-  """mu epochs x minibatches of `update` over one rollout. Returns (state, list of per-update metrics)."""
+  """mu epochs x minibatches of `update` over one rollout. Returns (state, list of per-update metrics).
+
+  The whole rollout stays on device; each update gets it with the `rows` of its minibatch (none when
+  there is one minibatch in the rollout's order)."""
+  num_rows = next(v.shape[0] for k, v in batch.items() if k in ("rewards", "advantages"))
   history = []
   for _ in range(rl.num_iterations):
-    for mb in minibatches(batch, rl.num_minibatches, rng):
+    for rows in minibatch_rows(num_rows, rl.num_minibatches, rng):
+      mb = batch if rng is None and rl.num_minibatches == 1 else {**batch, "rows": rows}
       state, metrics = update(state, mb)
       history.append(metrics)
   return state, history

@@ -4,8 +4,9 @@
                              train_examples=train, eval_examples=test, workdir="runs/r1_zero/rl")
 
 One step: B prompts from Grain -> sampler (prefill once, G samples each) -> decode -> rewards (Python)
--> group advantages -> [dynamic sampling: drop zero-variance groups, refill, bounded] -> reference
-log-probs (beta > 0) -> mu epochs x minibatches of the jitted update -> metrics -> eval / checkpoint.
+-> [dynamic sampling: drop zero-variance groups, refill, bounded] -> reference log-probs (beta > 0)
+-> mu epochs x minibatches of the jitted update, which computes the group advantages from the rewards
+on the devices that hold them -> metrics -> eval / checkpoint.
 The reference model is the initial policy, optionally reset to the current policy every N steps (R1).
 Every random choice derives from (seed, step), so a resumed run repeats the same trajectory.
 """
@@ -27,7 +28,7 @@ from r1jax.eval.evaluate import EvalConfig, evaluate
 from r1jax.model.config import ModelConfig
 from r1jax.model.runtime import Runtime
 from r1jax.model.transformer import param_shardings
-from r1jax.rl.advantages import ADVANTAGE_ESTIMATORS, get_advantage_fn
+from r1jax.rl.advantages import ADVANTAGE_ESTIMATORS
 from r1jax.rl.step import GRPOConfig, grpo_update_rollout, make_grpo_update, make_logprob_fn
 from r1jax.sampling.rollout import Rollout, check_reward_names, RewardScorer, RolloutSettings, concat, rollout, select_groups
 from r1jax.stages.state import from_state_dict, state_dict
@@ -90,14 +91,16 @@ def _zero_variance(rewards: np.ndarray, g: int) -> np.ndarray:
   return (r.max(axis=-1) - r.min(axis=-1)) <= 0.0
 
 
-def _train_batch(r: Rollout, advantages: jax.Array, active: jax.Array) -> dict:
-  """The update's batch, on device: prompt + completion tokens, masks, sampler log-probs and advantages."""
+def _train_batch(r: Rollout, active: jax.Array) -> dict:
+  """The update's batch, on device: prompt + completion tokens, masks, sampler log-probs, the rewards
+  (the update turns them into group advantages) and which rows are real (filler rows are 0)."""
   return {
       "tokens": jnp.concatenate([r.prompt_tokens, r.tokens], 1),
       "attention_mask": jnp.concatenate([r.prompt_mask, r.mask], 1),
       "completion_mask": (r.mask * active[:, None]).astype(jnp.int32),
       "old_logp": r.logprobs,
-      "advantages": advantages * active,
+      "rewards": jnp.asarray(r.rewards, jnp.float32),
+      "active": active,
   }
 
 
@@ -121,8 +124,8 @@ def run_rl_stage(model_cfg: ModelConfig, sc: RLStageConfig, *, initial_variables
                              temperature=sc.grpo.temperature, top_k=sc.top_k, top_p=sc.top_p)
   tx = make_optimizer(sc.optim)
   runtime = sc.runtime.validate_for(model_cfg)
-  update = make_grpo_update(model_cfg, sc.grpo, tx, runtime=runtime, mesh=mesh)
-  advantage_fn = get_advantage_fn(sc.advantage_estimator)
+  update = make_grpo_update(model_cfg, sc.grpo, tx, runtime=runtime, mesh=mesh, group_size=sc.group_size,
+                            advantage_estimator=sc.advantage_estimator)
   ref_logprobs = make_logprob_fn(model_cfg, sc.grpo.temperature, runtime=runtime, mesh=mesh)
   data = prompt_batches(train_examples, tokenizer, template, batch_size=sc.batch_size,
                         max_prompt_len=sc.max_prompt_len, seed=sc.seed)
@@ -182,10 +185,9 @@ def run_rl_stage(model_cfg: ModelConfig, sc: RLStageConfig, *, initial_variables
       else:
         kept = select_groups(kept, np.arange(sc.batch_size))
       active = jnp.asarray(active)
-      adv = advantage_fn(jnp.asarray(kept.rewards), g)
 
       t1 = time.time()
-      train_batch = _train_batch(kept, adv, active)
+      train_batch = _train_batch(kept, active)
       if mesh is not None:
         train_batch = {k: jax.device_put(v, batch_sharding(mesh, v.ndim)) for k, v in train_batch.items()}
       if sc.grpo.beta > 0:

@@ -43,6 +43,17 @@ def test_zero_variance_group_gets_zero_advantage():
     np.testing.assert_array_equal(np.asarray(adv), np.zeros(6))
 
 
+@pytest.mark.parametrize("value,g", [(0.2, 6), (0.1, 10), (1.2, 3)])
+def test_equal_rewards_whose_float_mean_is_inexact_still_get_zero(value, g):
+  # sum(0.2 x 6) / 6 != 0.2 in float32; the residue over a std of the same size would not be 0.
+  r = np.full(2 * g, value, np.float32)
+  r[g] = value + 1.0                                        # the second group has variance
+  for name, fn in advantages.ADVANTAGE_ESTIMATORS.items():
+    adv = np.asarray(jax.jit(fn, static_argnums=1)(r, g))
+    np.testing.assert_array_equal(adv[:g], 0.0, err_msg=name)
+    assert np.abs(adv[g:]).max() > 0.1, name
+
+
 def test_binary_rewards_hand_computed():
   # G=2, rewards {0, 1}: mean .5; std .5 (ddof=0) or 1/sqrt(2) (ddof=1).
   r = np.array([0.0, 1.0], np.float32)
@@ -110,3 +121,58 @@ def test_errors():
     advantages.group_advantages(r.reshape(2, 3), 3)
   # G=1 without std division is well defined (all advantages 0).
   np.testing.assert_array_equal(advantages.group_advantages(r, 1, scale="none"), np.zeros(6))
+
+
+def np_rloo(r, g):
+  r_bg = np.asarray(r, np.float64).reshape(-1, g)
+  return (r_bg - (r_bg.sum(1, keepdims=True) - r_bg) / (g - 1)).reshape(-1)
+
+
+NUMPY_ESTIMATORS = {
+    "grpo": lambda r, g: np_group_advantages(r, g, "group"),
+    "batch_std": lambda r, g: np_group_advantages(r, g, "batch"),
+    "dr_grpo": lambda r, g: np_group_advantages(r, g, "none"),
+    "rloo": np_rloo,
+}
+
+# (mesh sizes, groups B, group size G) over the 8 fake devices; the batch is split over (data, fsdp).
+LAYOUTS = {
+    "groups_on_one_device": ({"data": 2, "expert": 4}, 4, 4),     # 8 rows per device: 2 whole groups
+    "group_split_along_data": ({"data": 8}, 2, 8),               # 2 rows per device: a group on 4 devices
+    "group_split_along_data_and_fsdp": ({"data": 2, "fsdp": 4}, 4, 4),   # a group on 2 devices
+    "group_split_3_ways": ({"data": 4, "tensor": 2}, 2, 6),       # 3 rows per device: G=6 on 2 devices
+}
+
+
+def _sharded(layout, estimator):
+  from r1jax.sharding import batch_sharding, make_mesh
+  sizes, b, g = LAYOUTS[layout]
+  mesh = make_mesh(sizes)
+  r = np.round(_rewards(b, g, seed=3) * 2) / 2           # ties and a zero-variance group
+  r_sharded = jax.device_put(r, batch_sharding(mesh, 1))
+  fn = jax.jit(functools.partial(advantages.sharded_advantages, group_size=g, estimator=estimator, mesh=mesh))
+  with jax.set_mesh(mesh):
+    return r, g, fn, r_sharded
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+@pytest.mark.parametrize("estimator", sorted(NUMPY_ESTIMATORS))
+def test_sharded_advantages_match_numpy_in_both_layouts(layout, estimator):
+  r, g, fn, r_sharded = _sharded(layout, estimator)
+  got = fn(r_sharded)
+  assert got.sharding.is_equivalent_to(r_sharded.sharding, 1)   # computed where the rewards lie
+  np.testing.assert_allclose(got, NUMPY_ESTIMATORS[estimator](r, g), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("layout,estimator,collective", [
+    ("groups_on_one_device", "grpo", False),        # group statistics need no other device
+    ("groups_on_one_device", "rloo", False),
+    ("groups_on_one_device", "batch_std", True),    # the batch std does
+    ("group_split_along_data", "grpo", True),
+    ("group_split_along_data", "dr_grpo", True),
+])
+def test_collectives_only_where_a_statistic_crosses_devices(layout, estimator, collective):
+  _, _, fn, r_sharded = _sharded(layout, estimator)
+  hlo = fn.lower(r_sharded).compile().as_text()
+  assert ("all-reduce" in hlo) == collective
+  assert "all-gather" not in hlo                   # the rewards are never gathered to every device

@@ -96,9 +96,7 @@ def test_dynamic_sampling_drops_zero_variance_groups_and_terminates(tmp_path, mo
   real_update = grpo.grpo_update_rollout
 
   def spy(update, state, batch, rl, rng=None):
-    active = np.asarray(batch["completion_mask"]).sum(-1) > 0
-    adv = np.asarray(batch["advantages"])
-    trained_rewards.append((active, adv))
+    trained_rewards.append((np.asarray(batch["active"]) > 0, np.asarray(batch["rewards"])))
     return real_update(update, state, batch, rl, rng)
 
   monkeypatch.setattr(grpo, "grpo_update_rollout", spy)
@@ -107,32 +105,42 @@ def test_dynamic_sampling_drops_zero_variance_groups_and_terminates(tmp_path, mo
   assert len(recs) == 2                                     # terminated: bounded refills
   for r in recs:
     assert r["rollouts"] <= 3
-  for active, adv in trained_rewards:                       # every active group has reward variance
+  for active, rewards in trained_rewards:                   # every active group has reward variance
     g = 4
     for grp in range(len(active) // g):
       rows = slice(grp * g, (grp + 1) * g)
       if active[rows].any():
-        assert np.abs(adv[rows]).max() > 0
+        assert active[rows].all() and np.ptp(rewards[rows]) > 0
 
 
 @pytest.mark.parametrize("estimator", ["rloo", "dr_grpo"])
 def test_the_advantage_estimator_is_the_configured_one(tmp_path, monkeypatch, estimator):
   from r1jax.stages import grpo
-  from r1jax.rl import advantages
-  real_rollout, real_train_batch, seen = grpo.rollout, grpo._train_batch, []
+  from r1jax.rl import advantages, step
+  real_rollout, real_make_update, real_update_rollout = grpo.rollout, grpo.make_grpo_update, grpo.grpo_update_rollout
+  built, seen = {}, []
 
   def rollout(*args, **kwargs):        # rewards with variance in every group (a tiny random model has none)
     r = real_rollout(*args, **kwargs)
     return dataclasses.replace(r, rewards=(np.arange(len(r.rewards)) % 3).astype(np.float32))
 
-  def train_batch(kept, adv, active):
-    seen.append((np.asarray(kept.rewards), np.asarray(adv)))
-    return real_train_batch(kept, adv, active)
+  def make_grpo_update(*args, **kwargs):
+    built.update(kwargs)
+    return real_make_update(*args, **kwargs)
+
+  def update_rollout(update, state, batch, rl, rng=None):
+    seen.append(batch)
+    return real_update_rollout(update, state, batch, rl, rng)
 
   monkeypatch.setattr(grpo, "rollout", rollout)
-  monkeypatch.setattr(grpo, "_train_batch", train_batch)
+  monkeypatch.setattr(grpo, "make_grpo_update", make_grpo_update)
+  monkeypatch.setattr(grpo, "grpo_update_rollout", update_rollout)
   setup.run(str(tmp_path), 1, advantage_estimator=estimator)
-  (rewards, adv), = seen
+  assert built["advantage_estimator"] == estimator and built["group_size"] == 4
+  batch, = seen
+  rewards = np.asarray(batch["rewards"])
+  # What the step computes from this batch (the same function it traces).
+  adv = np.asarray(step.minibatch_in_step(batch, group_size=4, estimator=estimator)["advantages"])
   np.testing.assert_allclose(adv, advantages.ADVANTAGE_ESTIMATORS[estimator](rewards, 4), rtol=1e-6, atol=1e-7)
   assert not np.allclose(adv, advantages.group_advantages(rewards, 4), atol=1e-3)   # not GRPO's
 
