@@ -11,6 +11,7 @@ tokenizer. `distill.distill.top_k=0` turns token-level KD off (pure SFT on the t
 import ml_collections
 
 from r1jax.config_utils import config_argument
+from r1jax.sharding.mesh import mesh_fields
 from r1jax.model import preset_fields
 from r1jax.model.runtime import runtime_fields
 
@@ -34,4 +35,7 @@ def get_config(arg: str | None = None):
                  end_lr_ratio=0.05),
       distill=dict(top_k=8, kd_weight=0.5, temperature=1.0),
       runtime=runtime_fields())          # r1jax.model.runtime.Runtime: MoE dispatch, capacity factor
+  # The device mesh the job runs on (sizes of data, fsdp, expert, tensor; -1 = the remaining devices; all 1 =
+  # one device, no mesh), e.g. --config.mesh.data=2 --config.mesh.expert=4 on 8 devices.
+  c.mesh = mesh_fields()
   return c

@@ -11,6 +11,7 @@ only by the model.
 import ml_collections
 
 from r1jax.config_utils import config_argument
+from r1jax.sharding.mesh import mesh_fields
 
 
 def get_config(arg: str | None = None):
@@ -38,4 +39,8 @@ def get_config(arg: str | None = None):
   c.eval = dict(num_examples=c.get_ref("num_problems"), batch_size=40 if runlocal else 100, max_prompt_len=24,
                 max_new_tokens=40, num_samples=4 if runlocal else 8, temperature=0.6, seed=0,
                 language_target="")
+
+  # The device mesh the job runs on (sizes of data, fsdp, expert, tensor; -1 = the remaining devices; all 1 =
+  # one device, no mesh), e.g. --config.mesh.data=2 --config.mesh.expert=4 on 8 devices.
+  c.mesh = mesh_fields()
   return c

@@ -11,6 +11,7 @@ import ml_collections
 
 from configs import r1_zero
 from r1jax.config_utils import config_argument
+from r1jax.sharding.mesh import mesh_fields
 
 
 def get_config(arg: str | None = None):
@@ -27,4 +28,7 @@ def get_config(arg: str | None = None):
   c.num_train_problems = base.num_train_problems
   c.num_eval_problems = 40 if runlocal else 200  # held out: evaluated every rl.eval_every steps and at the end
   c.rl = base.rl.to_dict()                      # r1jax.stages.grpo.RLStageConfig
+  # The device mesh the job runs on (sizes of data, fsdp, expert, tensor; -1 = the remaining devices; all 1 =
+  # one device, no mesh), e.g. --config.mesh.data=2 --config.mesh.expert=4 on 8 devices.
+  c.mesh = mesh_fields()
   return c

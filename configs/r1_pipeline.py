@@ -15,6 +15,7 @@ their columns in words, the ones column usually in English and the tens column u
 import ml_collections
 
 from r1jax.config_utils import config_argument
+from r1jax.sharding.mesh import mesh_fields
 from r1jax.model import preset_fields
 from r1jax.model.runtime import runtime_fields
 
@@ -107,4 +108,7 @@ def get_config(arg: str | None = None):
                 max_new_tokens=48, num_samples=4, temperature=1.0, language_target=c.get_ref("language")))
   c.evaluate = ml_collections.ConfigDict(c.evaluate)
   c.evaluate.task = c.task            # one object: overriding --config.task.* changes both
+  # The device mesh the job runs on (sizes of data, fsdp, expert, tensor; -1 = the remaining devices; all 1 =
+  # one device, no mesh), e.g. --config.mesh.data=2 --config.mesh.expert=4 on 8 devices.
+  c.mesh = mesh_fields()
   return c

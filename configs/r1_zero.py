@@ -10,6 +10,7 @@ mediocre greedy and sampled; GRPO with accuracy + format rewards selects the wor
 import ml_collections
 
 from r1jax.config_utils import config_argument
+from r1jax.sharding.mesh import mesh_fields
 from r1jax.model import preset_fields
 from r1jax.model.runtime import runtime_fields
 
@@ -57,7 +58,7 @@ def get_config(arg: str | None = None):
   # The device mesh every stage runs on (r1jax.sharding.make_mesh sizes; -1 = the remaining devices; all 1 =
   # one device, no mesh). E.g. --config.mesh.data=2 --config.mesh.expert=4 on 8 devices: the batch split 2
   # ways and the routed experts 4 ways, exchanged by all-to-all.
-  c.mesh = dict(data=1, fsdp=1, expert=1, tensor=1)
+  c.mesh = mesh_fields()
 
   # Evaluation of the base and the final policy (r1jax.eval.EvalConfig).
   c.eval = dict(num_examples=40 if runlocal else 400, batch_size=40 if runlocal else 100, max_prompt_len=24,

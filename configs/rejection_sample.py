@@ -13,6 +13,7 @@ the traces become SFT data, so the test split stays held out for evaluation.
 import ml_collections
 
 from r1jax.config_utils import config_argument
+from r1jax.sharding.mesh import mesh_fields
 
 
 def get_config(arg: str | None = None):
@@ -37,4 +38,8 @@ def get_config(arg: str | None = None):
       reward_weights=(("accuracy", 1.0), ("format", 1.0)), reward_options=(),
       min_rewards=(("accuracy", 1.0), ("format", 1.0)), min_total=float("-inf"),
       max_per_prompt=1 if runlocal else 2, prefer="shortest", seed=0)
+
+  # The device mesh the job runs on (sizes of data, fsdp, expert, tensor; -1 = the remaining devices; all 1 =
+  # one device, no mesh), e.g. --config.mesh.data=2 --config.mesh.expert=4 on 8 devices.
+  c.mesh = mesh_fields()
   return c

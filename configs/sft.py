@@ -9,6 +9,7 @@ for fine-tuning. Without `init` a model is trained from scratch with `model` (vo
 import ml_collections
 
 from r1jax.config_utils import config_argument
+from r1jax.sharding.mesh import mesh_fields
 from r1jax.model import preset_fields
 from r1jax.model.runtime import runtime_fields
 
@@ -30,4 +31,7 @@ def get_config(arg: str | None = None):
       optim=dict(learning_rate=1e-3, warmup_steps=min(20, steps // 4), total_steps=steps, weight_decay=0.01,
                  end_lr_ratio=0.05),
       runtime=runtime_fields())          # r1jax.model.runtime.Runtime: MoE dispatch, capacity factor
+  # The device mesh the job runs on (sizes of data, fsdp, expert, tensor; -1 = the remaining devices; all 1 =
+  # one device, no mesh), e.g. --config.mesh.data=2 --config.mesh.expert=4 on 8 devices.
+  c.mesh = mesh_fields()
   return c

@@ -24,6 +24,7 @@ import numpy as np
 from r1jax.data.pipeline import prompt_batches
 from r1jax.data.templates import get_template, response_prefix
 from r1jax.eval.metrics import summarize_problems
+from r1jax.model.transformer import place_variables
 from r1jax.rewards import accuracy_reward, format_reward, language_consistency_reward
 from r1jax.rewards import answer_region
 from r1jax.rewards.language import target_scripts
@@ -140,6 +141,7 @@ def evaluate(cfg, variables, tokenizer, examples: Sequence[Mapping[str, Any]], e
   examples = list(examples)[:ec.num_examples]
   if not examples:
     raise ValueError("evaluate needs at least one example")
+  variables = place_variables(cfg, variables, mesh)              # e.g. a loaded checkpoint, onto the mesh
   tmpl = get_template(template)
   prefix = response_prefix(tmpl)
   bs = min(ec.batch_size, len(examples))

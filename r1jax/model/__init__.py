@@ -12,5 +12,5 @@ from r1jax.model.config import ConfigError, ModelConfig, PRESETS, preset_fields
 from r1jax.model.moe import expert_mlp, route, sequence_balance_loss, update_router_bias
 from r1jax.model.runtime import Runtime
 from r1jax.model.transformer import (ModelOutput, apply_model, attention_mask_b1ts, default_positions, forward,
-                                     init_variables, param_shardings, param_specs, sequence_logprobs,
-                                     token_logprobs)
+                                     init_variables, param_shardings, param_specs, place_variables,
+                                     sequence_logprobs, token_logprobs)

@@ -182,6 +182,14 @@ def param_shardings(cfg: ModelConfig, mesh, rules="fsdp_tp"):
   return logical_to_sharding(param_specs(cfg), mesh, rules)
 
 
+def place_variables(cfg: ModelConfig, variables, mesh, rules="fsdp_tp"):
+  """`variables` (host or device arrays, e.g. a loaded checkpoint) in their shardings on `mesh`; as they
+  are when mesh is None."""
+  if mesh is None:
+    return variables
+  return jax.device_put(variables, param_shardings(cfg, mesh, rules))
+
+
 def init_variables(cfg: ModelConfig, key, *, mesh=None, rules="fsdp_tp"):
   """Random variables {"params": ..., ["router_bias": ...]} as plain arrays.
 

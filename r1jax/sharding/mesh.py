@@ -76,6 +76,11 @@ def batch_sharding(mesh: jax.sharding.Mesh, ndim: int = 2, rules="fsdp_tp") -> N
   return NamedSharding(mesh, P(table["batch"], *([None] * (ndim - 1))))
 
 
+def mesh_fields() -> dict:
+  """A config's `mesh` section: the size of each axis; all 1 (the default) is one device, no mesh."""
+  return {a: 1 for a in MESH_AXES}
+
+
 def mesh_from_config(section) -> jax.sharding.Mesh | None:
   """The mesh a config's `mesh` section asks for ({data, fsdp, expert, tensor}: sizes, one may be -1 for
   the remaining devices), or None when every size is 1 (one device, no mesh: the plain single-device path).

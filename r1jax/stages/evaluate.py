@@ -27,6 +27,7 @@ from r1jax.data import tasks
 from r1jax.eval import EvalConfig, evaluate
 from r1jax.eval.report import eval_columns, eval_table, is_percent, plot_bars
 from r1jax.model import ModelConfig
+from r1jax.sharding.mesh import mesh_from_config
 
 # results.json / .md / .png live beside the per-model caches, so a model may not take these names.
 _RESERVED = frozenset({"results"})
@@ -117,12 +118,14 @@ def _read_cache(path: str, setup: dict) -> dict | None:
 def run_from_config(c, workdir: str) -> dict:
   """configs/evaluate.py's job: evaluates the models of c.models with the tokenizer c.tokenizer into workdir."""
   validate_config(c)                                                  # a bad field fails first
+  mesh = mesh_from_config(c.get("mesh"))
   models, tokenizer_path = config_inputs(c)
-  return run(c, models, tokenizer_path, workdir)
+  return run(c, models, tokenizer_path, workdir, mesh=mesh)
 
 
-def run(c, models: dict[str, str], tokenizer_path: str, out_dir: str) -> dict:
-  """Evaluates each model (name -> exported model dir) on c's split; returns name -> report."""
+def run(c, models: dict[str, str], tokenizer_path: str, out_dir: str, *, mesh=None) -> dict:
+  """Evaluates each model (name -> exported model dir) on c's split, on `mesh` (None: one device); returns
+  name -> report."""
   ec, task = validate(c, models, tokenizer_path)                      # fail fast, before any work
   tok = SentencePieceTokenizer.load(tokenizer_path)
   for name, path in models.items():                                   # still cheap: config JSON only
@@ -140,7 +143,7 @@ def run(c, models: dict[str, str], tokenizer_path: str, out_dir: str) -> dict:
     report = _read_cache(cache, setup)
     if report is None:
       cfg, variables, metadata = load_model(path, ModelConfig)
-      report = evaluate(cfg, variables, tok, examples, ec, template=c.template)
+      report = evaluate(cfg, variables, tok, examples, ec, template=c.template, mesh=mesh)
       report.update(eval_setup=setup, model_metadata=metadata)
       write_json(cache, report)
       del variables

@@ -46,10 +46,12 @@ def sft_data(paths) -> list[dict]:
 
 
 def lm_stage(stage_dir: str, model_cfg: ModelConfig, sc: LMStageConfig, examples: Any, tok, *,
-             init: str | None = None, teacher: str | None = None, metadata: Mapping | None = None) -> str:
+             init: str | None = None, teacher: str | None = None, metadata: Mapping | None = None,
+             mesh=None) -> str:
   """Pretraining / SFT / distillation into stage_dir; returns the exported model dir.
 
-  init: exported model to start from (None: random init); teacher: exported teacher for token-level KD.
+  init: exported model to start from (None: random init); teacher: exported teacher for token-level KD;
+  mesh: the device mesh the stage runs on (None: one device).
   """
   out = model_dir(stage_dir)
   if is_model(out):
@@ -61,17 +63,18 @@ def lm_stage(stage_dir: str, model_cfg: ModelConfig, sc: LMStageConfig, examples
       raise ValueError(f"{init}: its model config differs from the stage's ({stage_dir})")
   teacher_pair = load_model(teacher, ModelConfig)[:2] if teacher is not None and sc.distill.token_level else None
   variables = run_lm_stage(model_cfg, sc, examples=examples, tokenizer=tok, workdir=stage_dir,
-                           initial_variables=init_vars, teacher=teacher_pair)
+                           initial_variables=init_vars, teacher=teacher_pair, mesh=mesh)
   return save_model(out, model_cfg, variables, metadata={"init": init, "teacher": teacher, **dict(metadata or {})})
 
 
 def rl_stage(stage_dir: str, sc: RLStageConfig, init: str, tok, train: Sequence, test: Sequence | None, *,
-             metadata: Mapping | None = None) -> str:
-  """GRPO from the exported model `init` into stage_dir; returns the exported model dir."""
+             metadata: Mapping | None = None, mesh=None) -> str:
+  """GRPO from the exported model `init` into stage_dir (on `mesh`, None: one device); returns the exported
+  model dir."""
   out = model_dir(stage_dir)
   if is_model(out):
     return out
   cfg, variables, _ = load_model(init, ModelConfig)
   variables = run_rl_stage(cfg, sc, initial_variables=variables, tokenizer=tok, train_examples=train,
-                           eval_examples=test, workdir=stage_dir)
+                           eval_examples=test, workdir=stage_dir, mesh=mesh)
   return save_model(out, cfg, variables, metadata={"init": init, **dict(metadata or {})})

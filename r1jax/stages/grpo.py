@@ -27,7 +27,7 @@ from r1jax.data.templates import get_template, response_prefix
 from r1jax.eval.evaluate import EvalConfig, evaluate
 from r1jax.model.config import ModelConfig
 from r1jax.model.runtime import Runtime
-from r1jax.model.transformer import param_shardings
+from r1jax.model.transformer import place_variables
 from r1jax.rl.advantages import ADVANTAGE_ESTIMATORS
 from r1jax.rl.step import GRPOConfig, grpo_update_rollout, make_grpo_update, make_logprob_fn
 from r1jax.sampling.rollout import Rollout, check_reward_names, RewardScorer, RolloutSettings, concat, rollout, select_groups
@@ -136,9 +136,7 @@ def run_rl_stage(model_cfg: ModelConfig, sc: RLStageConfig, *, initial_variables
   g = sc.group_size
 
   # --- restore
-  if mesh is not None:
-    initial_variables = jax.device_put(initial_variables, param_shardings(model_cfg, mesh))
-  state = create_train_state(initial_variables, tx)
+  state = create_train_state(place_variables(model_cfg, initial_variables, mesh), tx)
   ref = _copy({"params": state.params, "router_bias": state.router_bias})   # update donates the state
   start = ckpt.latest_step()
   if start is not None:

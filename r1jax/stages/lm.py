@@ -20,7 +20,7 @@ from r1jax.checkpoint import CheckpointManager
 from r1jax.data.pipeline import packed_lm_batches
 from r1jax.model.config import ModelConfig
 from r1jax.model.runtime import Runtime
-from r1jax.model.transformer import init_variables
+from r1jax.model.transformer import init_variables, place_variables
 from r1jax.sharding.mesh import batch_sharding
 from r1jax.stages.state import from_state_dict, state_dict
 from r1jax.stages.writers import MetricsWriter, Preemption, finish_saves
@@ -74,7 +74,8 @@ def run_lm_stage(model_cfg: ModelConfig, sc: LMStageConfig, *, examples: Any, to
     workdir: checkpoints go to workdir/checkpoints, metrics to workdir/metrics.jsonl.
     initial_variables: starting variables (default: random init from sc.seed).
     teacher: (teacher config, teacher variables) for token-level distillation (sc.distill.top_k > 0).
-    mesh: optional device mesh.
+    mesh: optional device mesh: variables (initial, teacher) and optimizer state sharded by the rules table,
+      each batch split along the batch axes.
   """
   # --- setup
   if sc.distill.token_level:
@@ -84,7 +85,9 @@ def run_lm_stage(model_cfg: ModelConfig, sc: LMStageConfig, *, examples: Any, to
   tx = make_optimizer(sc.optim)
   runtime = sc.runtime.validate_for(model_cfg)
   update = make_distill_update(model_cfg, sc.lm, sc.distill, tx, mesh=mesh, runtime=runtime)
-  teacher_topk = make_teacher_topk(teacher[0], sc.distill, sc.runtime) if sc.distill.token_level else None
+  teacher_topk = make_teacher_topk(teacher[0], sc.distill, sc.runtime, mesh=mesh) if sc.distill.token_level else None
+  if teacher_topk is not None:
+    teacher = (teacher[0], place_variables(teacher[0], teacher[1], mesh))
   data = packed_lm_batches(examples, tokenizer, batch_size=sc.batch_size, seq_len=sc.seq_len, seed=sc.seed,
                            template=sc.template)
   ckpt = CheckpointManager(os.path.join(workdir, "checkpoints"), max_to_keep=sc.keep)
@@ -92,7 +95,7 @@ def run_lm_stage(model_cfg: ModelConfig, sc: LMStageConfig, *, examples: Any, to
                          total_steps=sc.num_steps, name="lm", tensorboard=True)
 
   def init_state():
-    variables = initial_variables if initial_variables is not None else \
+    variables = place_variables(model_cfg, initial_variables, mesh) if initial_variables is not None else \
         init_variables(model_cfg, jax.random.key(sc.seed), mesh=mesh)
     return create_train_state(variables, tx)
 

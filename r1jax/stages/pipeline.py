@@ -30,6 +30,7 @@ from r1jax.data.corpora import addition_corpus
 from r1jax.eval import EvalConfig
 from r1jax.eval.report import eval_table, plot_curves
 from r1jax.model import ModelConfig
+from r1jax.sharding.mesh import mesh_from_config
 from r1jax.stages import evaluate, exported
 from r1jax.stages.grpo import RLStageConfig
 from r1jax.stages.lm import LMStageConfig
@@ -67,13 +68,13 @@ def validate(c, vocab_size: int = 64) -> dict:
   return out
 
 
-def _rejection(stage_dir: str, model_dir: str, tok, examples, rc: RejectionConfig) -> list[dict]:
+def _rejection(stage_dir: str, model_dir: str, tok, examples, rc: RejectionConfig, mesh=None) -> list[dict]:
   """Rejection sampling into stage_dir/traces.jsonl (skipped when finished); returns the kept traces."""
   os.makedirs(stage_dir, exist_ok=True)
   path = os.path.join(stage_dir, TRACES)
   if not os.path.exists(path + ".stats.json"):
     cfg, variables, _ = load_model(model_dir, ModelConfig)
-    rejection_sample(cfg, variables, tok, examples, rc, path, source=model_dir)
+    rejection_sample(cfg, variables, tok, examples, rc, path, source=model_dir, mesh=mesh)
   return exported.sft_data(path)
 
 
@@ -84,6 +85,7 @@ def run(c, workdir: str) -> dict:
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   validate(c)                                                          # fail fast, before any work
+  mesh = mesh_from_config(c.get("mesh"))                               # every stage runs on it
   d = lambda name: os.path.join(workdir, name)
 
   task = tasks.get(c.task.name, **{k: v for k, v in c.task.items() if k != "name"})
@@ -103,30 +105,33 @@ def run(c, workdir: str) -> dict:
     return out
 
   # 1. The MoE base, pretrained on the corpus.
-  base = timed("pretrain", lambda: exported.lm_stage(d("pretrain"), cfgs["model"], cfgs["pretrain"], corpus, tok))
+  base = timed("pretrain", lambda: exported.lm_stage(d("pretrain"), cfgs["model"], cfgs["pretrain"], corpus, tok,
+                                                     mesh=mesh))
   # 2. R1-Zero: GRPO with rule rewards only.
-  r1_zero = timed("r1_zero", lambda: exported.rl_stage(d("r1_zero"), cfgs["r1_zero"], base, tok, train, None))
+  r1_zero = timed("r1_zero", lambda: exported.rl_stage(d("r1_zero"), cfgs["r1_zero"], base, tok, train, None,
+                                                       mesh=mesh))
   # 3. Cold start: rejection-sample R1-Zero, SFT the base on the readable traces.
   cold_data = timed("rs_cold", lambda: _rejection(d("rs_cold"), r1_zero, tok, train[:c.rs_cold.num_problems],
-                                                  cfgs["rs_cold"]))
+                                                  cfgs["rs_cold"], mesh))
   cold = timed("sft_cold", lambda: exported.lm_stage(d("sft_cold"), cfgs["model"], cfgs["sft_cold"], cold_data, tok,
-                                                     init=base))
+                                                     init=base, mesh=mesh))
   # 4. RL round 2 with the language-consistency reward.
-  rl2 = timed("rl2", lambda: exported.rl_stage(d("rl2"), cfgs["rl2"], cold, tok, train, None))
+  rl2 = timed("rl2", lambda: exported.rl_stage(d("rl2"), cfgs["rl2"], cold, tok, train, None, mesh=mesh))
   # 5. Rejection-sample RL round 2; SFT on those traces gives R1.
-  r1_data = timed("rs_r1", lambda: _rejection(d("rs_r1"), rl2, tok, train[:c.rs_r1.num_problems], cfgs["rs_r1"]))
+  r1_data = timed("rs_r1", lambda: _rejection(d("rs_r1"), rl2, tok, train[:c.rs_r1.num_problems], cfgs["rs_r1"],
+                                              mesh))
   r1 = timed("sft_r1", lambda: exported.lm_stage(d("sft_r1"), cfgs["model"], cfgs["sft_r1"], r1_data, tok,
-                                                 init=base if c.sft_r1_init == "base" else rl2))
+                                                 init=base if c.sft_r1_init == "base" else rl2, mesh=mesh))
   # 6. Distillation: the dense student, without and with the teacher's traces.
   student_base = timed("student_pretrain", lambda: exported.lm_stage(
-      d("student_pretrain"), cfgs["student"], cfgs["student_pretrain"], corpus, tok))
+      d("student_pretrain"), cfgs["student"], cfgs["student_pretrain"], corpus, tok, mesh=mesh))
   teacher = r1 if c.distill_teacher == "r1" else rl2
   student = timed("distill", lambda: exported.lm_stage(d("distill"), cfgs["student"], cfgs["distill"], r1_data, tok,
-                                                       init=student_base, teacher=teacher))
+                                                       init=student_base, teacher=teacher, mesh=mesh))
   # 7. Evaluation of every model on the held-out split.
   models = {"pretrain": base, "r1_zero": r1_zero, "sft_cold": cold, "rl2": rl2, "sft_r1": r1,
             "student_pretrain": student_base, "distill": student}
-  reports = timed("evaluate", lambda: evaluate.run(c.evaluate, models, tok_path, d("eval")))
+  reports = timed("evaluate", lambda: evaluate.run(c.evaluate, models, tok_path, d("eval"), mesh=mesh))
   return _report(c, workdir, {ROWS[k]: v for k, v in reports.items()}, times, t0)
 
 

@@ -45,6 +45,7 @@ import numpy as np
 from r1jax.data.jsonl import JsonlSource, write_json
 from r1jax.data.pipeline import prompt_batches
 from r1jax.data.templates import get_template, response_prefix
+from r1jax.model.transformer import place_variables
 from r1jax.sampling.rollout import RewardScorer, RolloutSettings, check_reward_names, rollout
 
 PREFER = ("shortest", "random")
@@ -192,7 +193,7 @@ def rejection_sample(model_cfg, variables, tokenizer, examples: Sequence[Mapping
     rc: the stage config.
     out_path: the JSONL to write; `out_path + ".progress.json"` / `".stats.json"` sit beside it.
     source: recorded in every record and the stats (e.g. the checkpoint's directory).
-    mesh: optional device mesh for the sampler.
+    mesh: optional device mesh: the variables are sharded on it and the sampler splits rows over it.
     verbose: print one progress line per batch to stderr.
 
   Returns:
@@ -208,6 +209,7 @@ def rejection_sample(model_cfg, variables, tokenizer, examples: Sequence[Mapping
   examples = list(examples)
   if not examples:
     raise ValueError("rejection_sample needs at least one example")
+  variables = place_variables(model_cfg, variables, mesh)
   stats_path, progress_path = out_path + ".stats.json", out_path + ".progress.json"
   ident = {"config": json.loads(json.dumps(dataclasses.asdict(rc))), "source": source,
            "num_examples": len(examples), "examples_sha256": _fingerprint(examples)}

@@ -7,7 +7,8 @@
 
 One job per script: experiments/sft.py, distill.py, grpo.py and rejection_sample.py call `run_<job>(config,
 workdir)`. Every input is a config field (data, tokenizer, init, teacher, student_init, model), set on the
-command line as --config.<field>=PATH. Each `run_<job>` first calls `validate_<job>`, which builds the
+command line as --config.<field>=PATH; the `mesh` section (sizes of data, fsdp, expert, tensor) is
+the device mesh the job runs on. Each `run_<job>` first calls `validate_<job>`, which builds the
 config's dataclasses (a bad field fails before any data, tokenizer or model is loaded), then checks its
 inputs: an empty required field or a path that does not exist fails naming the field. The training jobs
 write DIR/checkpoints, DIR/metrics.jsonl and, when finished, the exported model DIR/model
@@ -23,6 +24,7 @@ from r1jax.checkpoint import is_model, load_config, load_model
 from r1jax.config_utils import ConfigFieldError, build, input_path, input_paths
 from r1jax.data import SentencePieceTokenizer, tasks
 from r1jax.model import ModelConfig
+from r1jax.sharding.mesh import mesh_from_config
 from r1jax.stages import exported
 from r1jax.stages.grpo import RLStageConfig
 from r1jax.stages.lm import LMStageConfig
@@ -59,6 +61,7 @@ def run_sft(c, workdir: str) -> str:
   scratch.
   """
   validate_sft(c)                                                  # fail fast, before any work
+  mesh = mesh_from_config(c.get("mesh"))
   data_paths = input_paths(c, "data", DATA)
   tokenizer_path = input_path(c, "tokenizer", TOKENIZER)
   init = model_input(c, "init", "the exported model to fine-tune; empty: config.model from scratch",
@@ -68,7 +71,7 @@ def run_sft(c, workdir: str) -> str:
   model_cfg, sc = validate_sft(c, tok.vocab_size)
   if init:
     model_cfg = load_config(init, ModelConfig)
-  return exported.lm_stage(workdir, model_cfg, sc, data, tok, init=init, metadata={"stage": "sft"})
+  return exported.lm_stage(workdir, model_cfg, sc, data, tok, init=init, metadata={"stage": "sft"}, mesh=mesh)
 
 
 # ------------------------------------------------------------------------------------------ distillation
@@ -86,6 +89,7 @@ def run_distill(c, workdir: str) -> str:
   same packed batch. c.student_init: exported student to start from; empty: config.student from scratch.
   """
   validate_distill(c)                                              # fail fast, before any work
+  mesh = mesh_from_config(c.get("mesh"))
   data_paths = input_paths(c, "data", DATA)
   tokenizer_path = input_path(c, "tokenizer", TOKENIZER)
   teacher = model_input(c, "teacher", "the exported teacher model directory")
@@ -99,7 +103,7 @@ def run_distill(c, workdir: str) -> str:
     student_cfg = load_config(student_init, ModelConfig)
   check_compatible(student_cfg, teacher_cfg)
   return exported.lm_stage(workdir, student_cfg, sc, data, tok, init=student_init, teacher=teacher,
-                           metadata={"stage": "distill"})
+                           metadata={"stage": "distill"}, mesh=mesh)
 
 
 # ------------------------------------------------------------------------------------------ GRPO
@@ -113,11 +117,12 @@ def validate_grpo(c):
 def run_grpo(c, workdir: str) -> str:
   """GRPO from the exported model c.init (also the reference policy); returns the exported policy's directory."""
   rl, task = validate_grpo(c)                                     # fail fast, before any work
+  mesh = mesh_from_config(c.get("mesh"))
   init = model_input(c, "init", "the exported model to start from, also the reference policy")
   tok = exported.tokenizer(input_path(c, "tokenizer", TOKENIZER))
   train = list(task.examples("train", seed=c.seed, num=c.num_train_problems))
   test = list(task.examples("test", seed=c.seed, num=c.num_eval_problems)) if c.num_eval_problems else None
-  return exported.rl_stage(workdir, rl, init, tok, train, test, metadata={"stage": "grpo"})
+  return exported.rl_stage(workdir, rl, init, tok, train, test, metadata={"stage": "grpo"}, mesh=mesh)
 
 
 # ------------------------------------------------------------------------------------------ rejection sampling
@@ -139,6 +144,7 @@ def run_rejection_sample(c, workdir: str) -> dict:
   """Samples c.model, filters and writes the traces to workdir/traces.jsonl; returns the stats (see
   r1jax.stages.rejection.rejection_sample)."""
   rc, task = validate_rejection_sample(c)                         # fail fast, before any work
+  mesh = mesh_from_config(c.get("mesh"))
   model_dir = model_input(c, "model", "the exported model to sample from")
   tokenizer_path = input_path(c, "tokenizer", TOKENIZER)
   examples = list(task.examples(c.split, seed=c.seed, num=c.num_problems))
@@ -153,4 +159,4 @@ def run_rejection_sample(c, workdir: str) -> dict:
                            f"{cfg.max_position_embeddings}")
   cfg, variables, _ = load_model(model_dir, ModelConfig)
   return rejection_sample(cfg, variables, tok, examples, rc, os.path.join(workdir, TRACES),
-                          source=os.path.abspath(model_dir))
+                          source=os.path.abspath(model_dir), mesh=mesh)

@@ -20,6 +20,7 @@ import optax
 
 from r1jax.model.config import ModelConfig
 from r1jax.model.runtime import Runtime
+from r1jax.sharding.mesh import mesh_rules
 from r1jax.train.lm import LMConfig, lm_objective, packed_forward
 from r1jax.train.losses import add_balance_loss, distill_loss, lm_loss
 from r1jax.train.step import make_update
@@ -50,8 +51,12 @@ def check_compatible(student: ModelConfig, teacher: ModelConfig) -> None:
                      "token-level distillation needs a shared tokenizer")
 
 
-def make_teacher_topk(teacher_cfg: ModelConfig, dc: DistillConfig, runtime: Runtime | None = None):
-  """Jitted (teacher_variables, packed batch) -> the batch plus teacher_logp / teacher_ids f32/i32[B, T, K]."""
+def make_teacher_topk(teacher_cfg: ModelConfig, dc: DistillConfig, runtime: Runtime | None = None, *, mesh=None,
+                      rules="fsdp_tp"):
+  """Jitted (teacher_variables, packed batch) -> the batch plus teacher_logp / teacher_ids f32/i32[B, T, K].
+
+  With a mesh, traced under its logical rules (the teacher's variables sharded on it, the batch on the batch
+  axes)."""
 
   @jax.jit
   def fn(variables, batch):
@@ -60,7 +65,11 @@ def make_teacher_topk(teacher_cfg: ModelConfig, dc: DistillConfig, runtime: Runt
     top_logp, top_ids = jax.lax.top_k(logp, dc.top_k)
     return {**batch, "teacher_logp": top_logp, "teacher_ids": top_ids.astype(jax.numpy.int32)}
 
-  return fn
+  def teacher_topk(variables, batch):
+    with mesh_rules(mesh, rules):
+      return fn(variables, batch)
+
+  return teacher_topk
 
 
 def distill_objective(cfg: ModelConfig, lm: LMConfig, dc: DistillConfig, runtime: Runtime | None = None):

@@ -61,11 +61,11 @@ def test_parse_models():
 def test_run_from_config_reads_the_inputs_from_the_config(setup, tmp_path, monkeypatch):
   models, tok_path = setup
   seen = []
-  monkeypatch.setattr(ev, "run", lambda *args: seen.append(args) or "reports")
+  monkeypatch.setattr(ev, "run", lambda *args, mesh: seen.append((args, mesh)) or "reports")
   c = _config()
   c.models, c.tokenizer = f"r1={models['r1']}, base={models['base']}", tok_path
   assert ev.run_from_config(c, str(tmp_path / "eval")) == "reports"
-  assert seen == [(c, {"r1": models["r1"], "base": models["base"]}, tok_path, str(tmp_path / "eval"))]
+  assert seen == [((c, {"r1": models["r1"], "base": models["base"]}, tok_path, str(tmp_path / "eval")), None)]
 
 
 def test_run_from_config_fails_first_on_a_missing_input(setup, tmp_path, monkeypatch):

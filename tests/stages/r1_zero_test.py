@@ -4,9 +4,12 @@ import os
 import subprocess
 import sys
 
+import jax
+import numpy as np
 import pytest
 
 from configs import r1_zero as r1_zero_config
+from r1jax.checkpoint import CheckpointManager
 from r1jax.config_utils import ConfigFieldError
 from r1jax.stages.r1_zero import validate
 
@@ -78,6 +81,13 @@ def test_the_main_job_on_a_mesh_gives_the_one_device_metrics(tmp_path):
           assert rb[k] == pytest.approx(v, rel=1e-4, abs=1e-6), (part, ra["step"], k)
         else:
           assert rb[k] == v, (part, ra["step"], k)
+    # The same checkpoints: steps, and every array of the state (and the RL reference) to float rounding.
+    ca = CheckpointManager(tmp_path / "one" / part / "checkpoints")
+    cb = CheckpointManager(tmp_path / "eight" / part / "checkpoints")
+    assert ca.all_steps() == cb.all_steps() and ca.all_steps()
+    (sa, _), (sb, _) = ca.restore(ca.latest_step()), cb.restore(cb.latest_step())
+    assert jax.tree.structure(sa) == jax.tree.structure(sb)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=part), sa, sb)
 
 
 def test_a_mesh_that_does_not_fit_fails_before_any_work(tmp_path):

@@ -166,3 +166,85 @@ def test_grpo_experiment_from_an_exported_model(setup, tmp_path):
     c.rl.group_size = 1
     standalone.run_grpo(c, str(tmp_path / "g2"))
   assert not (tmp_path / "g2").exists()
+
+
+def _jobs_on(mesh, setup, root):
+  """SFT from the exported teacher, distillation with token-level KD, GRPO, rejection sampling and
+  evaluation, each a standalone job with config.mesh = `mesh`; returns what each one wrote."""
+  from configs import evaluate as evaluate_config
+  from configs import grpo as grpo_config
+  from configs import rejection_sample as rejection_config
+  from r1jax.stages import evaluate
+  tok_path, data, teacher = setup
+  out = {}
+  c = _small(sft_config.get_config("runlocal"), "sft")
+  c.data, c.tokenizer, c.init = data, tok_path, teacher
+  c.mesh.update(mesh)
+  out["sft"] = standalone.run_sft(c, str(root / "sft"))
+  c = _small(distill_config.get_config("runlocal"), "distill")
+  c.student.update(hidden_size=32, intermediate_size=64, num_hidden_layers=2)
+  c.data, c.tokenizer, c.teacher = data, tok_path, teacher
+  c.mesh.update(mesh)
+  out["distill"] = standalone.run_distill(c, str(root / "distill"))
+  c = grpo_config.get_config("runlocal")
+  c.num_train_problems, c.num_eval_problems = 16, 0
+  c.rl.update(num_steps=2, batch_size=2, group_size=4, max_new_tokens=6, checkpoint_every=1)
+  c.init, c.tokenizer = out["sft"], tok_path
+  c.mesh.update(mesh)
+  out["grpo"] = standalone.run_grpo(c, str(root / "grpo"))
+  c = rejection_config.get_config("runlocal")
+  c.num_problems = 8
+  c.rejection.update(num_samples=2, batch_size=4, max_new_tokens=8, min_rewards=(), max_per_prompt=2)
+  c.model, c.tokenizer = out["sft"], tok_path
+  c.mesh.update(mesh)
+  standalone.run_rejection_sample(c, str(root / "rs"))
+  out["traces"] = [json.loads(l) for l in open(root / "rs" / "traces.jsonl")]
+  c = evaluate_config.get_config("runlocal")
+  c.num_problems = 8
+  c.eval.update(batch_size=4, max_new_tokens=8, num_samples=2)
+  c.models, c.tokenizer = f"sft={out['sft']},grpo={out['grpo']}", tok_path
+  c.mesh.update(mesh)
+  out["eval"] = evaluate.run_from_config(c, str(root / "eval"))
+  return out
+
+
+@pytest.mark.slow
+def test_every_job_on_a_mesh_gives_the_one_device_results(setup, tmp_path, monkeypatch):
+  """--config.mesh.data=2 --config.mesh.expert=4 on 8 fake devices: each job runs on the mesh (exported
+  models loaded onto it, routed experts split 4 ways) and writes what the one-device job writes: the same
+  per-step metrics and exported variables to float rounding, the same traces and evaluation reports."""
+  from r1jax.stages import evaluate
+  one = _jobs_on({}, setup, tmp_path / "one")
+  meshes = []                                    # the mesh each stage function was handed
+
+  def spy(module, name):
+    real = getattr(module, name)
+
+    def wrapper(*args, **kwargs):
+      meshes.append((name, kwargs.get("mesh")))
+      return real(*args, **kwargs)
+    monkeypatch.setattr(module, name, wrapper)
+
+  for module, name in ((exported, "run_lm_stage"), (exported, "run_rl_stage"), (standalone, "rejection_sample"),
+                       (evaluate, "evaluate")):
+    spy(module, name)
+  eight = _jobs_on({"data": 2, "expert": 4}, setup, tmp_path / "eight")
+  assert [n for n, _ in meshes] == ["run_lm_stage"] * 2 + ["run_rl_stage", "rejection_sample"] + ["evaluate"] * 2
+  assert all(dict(m.shape) == {"data": 2, "fsdp": 1, "expert": 4, "tensor": 1} for _, m in meshes)
+  for job in ("sft", "distill", "grpo"):
+    va, vb = load_model(one[job], ModelConfig)[1], load_model(eight[job], ModelConfig)[1]
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=job), va, vb)
+    ma = [json.loads(l) for l in open(tmp_path / "one" / job / "metrics.jsonl")]
+    mb = [json.loads(l) for l in open(tmp_path / "eight" / job / "metrics.jsonl")]
+    assert len(ma) == len(mb) >= 2, job
+    for ra, rb in zip(ma, mb):
+      for k, v in ra.items():
+        if "time" in k or k == "it_per_s":
+          continue
+        assert rb[k] == (pytest.approx(v, rel=1e-4, abs=1e-5) if isinstance(v, float) else v), (job, k)
+  strip = lambda t: {k: v for k, v in t.items() if k != "source"}
+  assert [strip(t) for t in one["traces"]] == [strip(t) for t in eight["traces"]] and one["traces"]
+  for name in ("sft", "grpo"):
+    ra = {k: v for k, v in one["eval"][name].items() if k not in ("eval_setup", "model_metadata")}
+    rb = {k: v for k, v in eight["eval"][name].items() if k not in ("eval_setup", "model_metadata")}
+    assert ra == rb, name
