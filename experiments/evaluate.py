@@ -14,6 +14,7 @@ from __future__ import annotations
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from experiments import _common
 from r1jax.stages import evaluate
 
 
@@ -22,10 +23,12 @@ def _define_flags():
   config_flags.DEFINE_config_file("config", None, "Evaluation config (configs/evaluate.py).",
                                   lock_config=True)
   flags.DEFINE_string("workdir", None, "Output directory (resumed if it exists).")
+  _common.define_distributed_flags()
 
 
 def main(argv):
   del argv
+  _common.initialize()                     # first: joins a multi-process job, if any
   logging.set_verbosity(logging.WARNING)   # Orbax logs every restore at INFO
   evaluate.run_from_config(flags.FLAGS.config, flags.FLAGS.workdir)
 

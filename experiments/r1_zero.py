@@ -11,6 +11,7 @@ from __future__ import annotations
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from experiments import _common
 from r1jax.stages import r1_zero
 
 
@@ -19,10 +20,12 @@ def _define_flags():
   config_flags.DEFINE_config_file("config", None, "Experiment config (configs/r1_zero.py).",
                                   lock_config=True)
   flags.DEFINE_string("workdir", None, "Output directory (resumed if it exists).")
+  _common.define_distributed_flags()
 
 
 def main(argv):
   del argv
+  _common.initialize()                     # first: joins a multi-process job, if any
   logging.set_verbosity(logging.WARNING)   # Orbax logs every save at INFO
   r1_zero.run(flags.FLAGS.config, flags.FLAGS.workdir)
 

@@ -16,6 +16,7 @@ import json
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from experiments import _common
 from r1jax.stages import standalone
 
 
@@ -24,10 +25,12 @@ def _define_flags():
   config_flags.DEFINE_config_file("config", None, "Experiment config (configs/rejection_sample.py).",
                                   lock_config=True)
   flags.DEFINE_string("workdir", None, "Output directory: traces.jsonl and its progress and stats files.")
+  _common.define_distributed_flags()
 
 
 def main(argv):
   del argv
+  _common.initialize()                     # first: joins a multi-process job, if any
   logging.set_verbosity(logging.WARNING)   # Orbax logs every restore at INFO
   stats = standalone.run_rejection_sample(flags.FLAGS.config, flags.FLAGS.workdir)
   print(json.dumps({"all": stats["all"], "tasks": stats["tasks"]}, indent=1))

@@ -18,6 +18,7 @@ Python (they parse text), so they are host arrays.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -28,6 +29,8 @@ import numpy as np
 
 from r1jax.rewards import LENGTH_REWARDS, REWARDS, combine, overlong_options
 from r1jax.sampling.sampler import sample
+from r1jax.sharding.distributed import to_host
+from r1jax.sharding.mesh import batch_sharding
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +126,18 @@ def check_reward_names(owner: str, weights: Sequence, options: Sequence, max_new
         raise ValueError(f"{owner}.{e}") from None
 
 
+def _on_device(x: np.ndarray, mesh) -> jax.Array:
+  """A host array (the same on every process) on device: split along the batch axes under a mesh when its
+  rows divide over them, as the sampler's outputs are."""
+  if mesh is not None:
+    sharding = batch_sharding(mesh, x.ndim)
+    axes = sharding.spec[0] or ()
+    axes = (axes,) if isinstance(axes, str) else axes
+    if x.shape[0] % math.prod(mesh.shape[a] for a in axes) == 0:
+      return jax.device_put(x, sharding)
+  return jnp.asarray(x)
+
+
 def decode_completions(tokenizer, tokens, mask) -> list[str]:
   """Texts of the completion tokens where mask == 1."""
   tokens, mask = np.asarray(tokens), np.asarray(mask)
@@ -166,12 +181,14 @@ def rollout(cfg, variables, tokenizer, batch: Mapping, *, rng, settings: Rollout
                eos_id=tokenizer.eos_id, stop_ids=tuple(tokenizer.stop_ids), pad_id=tokenizer.pad_id, mesh=mesh,
                runtime=runtime)
   jax.block_until_ready(out.tokens)
+  on_device = lambda x: _on_device(x, mesh)
   t0 = time.time()
   keep = n * g
   trim = (lambda x: x) if len(tokens_bp) == n else (lambda x: x[:keep])
   tokens, mask = trim(out.tokens), trim(out.mask)
-  texts = decode_completions(tokenizer, np.asarray(tokens), np.asarray(mask))
-  lengths = np.asarray(trim(out.lengths))
+  # The completions come to this host (from every process's devices in a multi-process job).
+  texts = decode_completions(tokenizer, to_host(tokens), to_host(mask))
+  lengths = to_host(trim(out.lengths))
   examples = list(batch["examples"])
   rewards = parts = scores = None
   if scorer is not None:
@@ -180,10 +197,10 @@ def rollout(cfg, variables, tokenizer, batch: Mapping, *, rng, settings: Rollout
     parts = {name: np.asarray([p.get(name, 0.0) for _, p in scores], np.float32) for name in scorer.weights}
   return Rollout(
       examples=examples, prompts=list(batch.get("prompts", [])),
-      prompt_tokens=jnp.repeat(jnp.asarray(tokens_bp[:n]), g, axis=0),
-      prompt_mask=jnp.repeat(jnp.asarray(mask_bp[:n]), g, axis=0),
+      prompt_tokens=on_device(np.repeat(tokens_bp[:n], g, axis=0)),
+      prompt_mask=on_device(np.repeat(mask_bp[:n], g, axis=0)),
       tokens=tokens, mask=mask, logprobs=trim(out.logprobs),
-      lengths=lengths, truncated=np.asarray(trim(out.truncated)), texts=texts,
+      lengths=lengths, truncated=to_host(trim(out.truncated)), texts=texts,
       rewards=rewards, parts=parts, scores=scores, num_samples=g, time_reward_s=time.time() - t0)
 
 

@@ -37,6 +37,7 @@ from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from r1jax.sharding.mesh import batch_sharding
 
@@ -339,3 +340,27 @@ def host_local_batch_to_global(batch: Any, mesh: jax.sharding.Mesh, rules="fsdp_
     return jax.make_array_from_process_local_data(batch_sharding(mesh, x.ndim, rules), np.asarray(x))
 
   return jax.tree.map(to_global, batch)
+
+
+# ------------------------------------------------------------------------------------------------
+# Host values and files in a multi-process job.
+# ------------------------------------------------------------------------------------------------
+
+
+def is_writer() -> bool:
+  """Whether this process writes the job's files (reports, metrics, tokenizer): process 0 only."""
+  return jax.process_index() == 0
+
+
+def barrier(name: str) -> None:
+  """Waits until every process reaches the barrier `name` (nothing to wait for in a single process)."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
+
+
+def to_host(x) -> np.ndarray:
+  """The whole value of `x` as numpy on this host, also when it spans other processes' devices
+  (gathered from them: every process must call this for the same array)."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable and not x.is_fully_replicated:
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(x)

@@ -15,6 +15,7 @@ from typing import Any
 from r1jax.checkpoint import is_model, load_model, save_model
 from r1jax.data import SentencePieceTokenizer
 from r1jax.model import ModelConfig
+from r1jax.sharding import distributed
 from r1jax.stages.grpo import RLStageConfig, run_rl_stage
 from r1jax.stages.lm import LMStageConfig, run_lm_stage
 from r1jax.stages.rejection import read_traces
@@ -26,13 +27,16 @@ def model_dir(stage_dir: str) -> str:
 
 def tokenizer(path: str, texts: Sequence[str] | None = None, *, vocab_size: int = 0,
               model_type: str = "bpe") -> SentencePieceTokenizer:
-  """Loads the tokenizer at `path`, or trains it on `texts` and saves it there first."""
+  """Loads the tokenizer at `path`, or trains it on `texts` and saves it there first (in a multi-process
+  job every process trains the same tokenizer and process 0 saves it)."""
   if os.path.exists(path):
     return SentencePieceTokenizer.load(path)
   if texts is None:
     raise FileNotFoundError(f"tokenizer {path} does not exist")
   tok = SentencePieceTokenizer.train(texts, vocab_size=vocab_size, model_type=model_type)
-  tok.save(path)
+  if distributed.is_writer():
+    tok.save(path)
+  distributed.barrier("tokenizer saved")          # no process looks for the file before it is whole
   return tok
 
 

@@ -91,7 +91,7 @@ def _zero_variance(rewards: np.ndarray, g: int) -> np.ndarray:
   return (r.max(axis=-1) - r.min(axis=-1)) <= 0.0
 
 
-def _train_batch(r: Rollout, active: jax.Array) -> dict:
+def _train_batch(r: Rollout, active: np.ndarray) -> dict:
   """The update's batch, on device: prompt + completion tokens, masks, sampler log-probs, the rewards
   (the update turns them into group advantages) and which rows are real (filler rows are 0)."""
   return {
@@ -99,7 +99,7 @@ def _train_batch(r: Rollout, active: jax.Array) -> dict:
       "attention_mask": jnp.concatenate([r.prompt_mask, r.mask], 1),
       "completion_mask": (r.mask * active[:, None]).astype(jnp.int32),
       "old_logp": r.logprobs,
-      "rewards": jnp.asarray(r.rewards, jnp.float32),
+      "rewards": np.asarray(r.rewards, np.float32),         # host values, the same on every process
       "active": active,
   }
 
@@ -182,7 +182,6 @@ def run_rl_stage(model_cfg: ModelConfig, sc: RLStageConfig, *, initial_variables
         active[n_keep * g:] = 0.0
       else:
         kept = select_groups(kept, np.arange(sc.batch_size))
-      active = jnp.asarray(active)
 
       t1 = time.time()
       train_batch = _train_batch(kept, active)

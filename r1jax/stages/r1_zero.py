@@ -20,6 +20,7 @@ from r1jax.data.jsonl import write_json
 from r1jax.eval import EvalConfig, evaluate
 from r1jax.eval.report import markdown_table, plot_curves
 from r1jax.model import ModelConfig
+from r1jax.sharding import distributed
 from r1jax.sharding.mesh import mesh_from_config
 from r1jax.stages import exported
 from r1jax.stages.grpo import RLStageConfig, run_rl_stage
@@ -39,7 +40,8 @@ def _eval(path, cfg, variables, tok, examples, ec, template, mesh=None):
     with open(path) as f:
       return json.load(f)
   rep = evaluate(cfg, variables, tok, examples, ec, template=template, mesh=mesh)
-  write_json(path, rep)
+  if distributed.is_writer():
+    write_json(path, rep)
   return rep
 
 
@@ -73,6 +75,8 @@ def run(c, workdir: str) -> dict:
   final_rep = _eval(os.path.join(workdir, "eval_final.json"), model_cfg, final, tok, test, ec, c.template, mesh)
 
   # Report.
+  if not distributed.is_writer():                   # process 0 writes the report of a multi-process job
+    return {"base": base_rep, "final": final_rep}
   records = MetricsWriter(os.path.join(workdir, "rl", "metrics.jsonl")).read("train")
   plot_curves(records, ["reward", "accuracy", "format", "length", "kl"], os.path.join(workdir, "curves.png"),
               title="R1-Zero GRPO (training rollouts)")

@@ -10,6 +10,7 @@ import sys
 import time
 from typing import Any, Mapping
 
+import jax
 import numpy as np
 
 
@@ -24,20 +25,22 @@ def _scalar(v: Any):
 class MetricsWriter:
   """Appends {"step": s, ...} records to `path` (JSON lines) and, with `tensorboard=True`, to TensorBoard
   event files in the same directory. `truncate_after(step)` on resume drops JSONL records of steps that a
-  killed run logged after its last checkpoint, so the log stays one trajectory."""
+  killed run logged after its last checkpoint, so the log stays one trajectory. In a multi-process job only
+  process 0 writes (and prints); the others return the same records."""
 
   def __init__(self, path: str, *, echo_every: int = 0, total_steps: int | None = None, name: str = "",
                tensorboard: bool = False):
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     self.path, self.echo_every, self.total, self.name = path, echo_every, total_steps, name
+    self.writes = jax.process_index() == 0
     self._tb = None
-    if tensorboard:
+    if tensorboard and self.writes:
       from tensorboardX import SummaryWriter   # pure Python; no TensorFlow needed
       self._tb = SummaryWriter(os.path.join(os.path.dirname(path) or ".", "tensorboard"), flush_secs=10)
     self._t0, self._s0 = time.time(), None   # rate counts from construction (compilation included)
 
   def truncate_after(self, step: int) -> None:
-    if not os.path.exists(self.path):
+    if not self.writes or not os.path.exists(self.path):
       return
     with open(self.path) as f:
       keep = [line for line in f if line.strip() and json.loads(line).get("step", -1) <= step]
@@ -47,6 +50,8 @@ class MetricsWriter:
 
   def write(self, step: int, metrics: Mapping[str, Any], *, kind: str = "train") -> dict:
     rec = {"step": int(step), "kind": kind, **{k: _scalar(v) for k, v in metrics.items()}}
+    if not self.writes:
+      return rec
     with open(self.path, "a") as f:
       f.write(json.dumps(rec) + "\n")
     if self._tb is not None:

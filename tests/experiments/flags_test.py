@@ -1,5 +1,6 @@
-"""The experiments take --config and --workdir only: every input (data, tokenizer, models) is a config
-field, set as --config.<field>=..., and an empty or missing one fails before any work, naming the field."""
+"""The experiments take --config and --workdir (plus the multi-process start-up flags of
+experiments/_common.py): every input (data, tokenizer, models) is a config field, set as
+--config.<field>=..., and an empty or missing one fails before any work, naming the field."""
 import ast
 import os
 import pathlib
@@ -33,6 +34,24 @@ def test_every_experiment_is_listed():
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_the_only_flags_are_config_and_workdir(name):
   assert _flags(name) == ({"config", "workdir"}, {"config", "workdir"})
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_joins_a_multi_process_job_first(name):
+  """_define_flags adds the start-up flags, and main's first call is _common.initialize()."""
+  tree = ast.parse((ROOT / "experiments" / f"{name}.py").read_text(encoding="utf-8"))
+  funcs = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+  calls = lambda f: [ast.unparse(n.value.func) for n in funcs[f].body
+                     if isinstance(n, ast.Expr) and isinstance(n.value, ast.Call)]
+  assert "_common.define_distributed_flags" in calls("_define_flags")
+  assert calls("main")[0] == "_common.initialize"
+
+
+def test_the_start_up_flags_are_checked(tmp_path):
+  proc = _run("r1_zero", f"--workdir={tmp_path / 'run'}", "--num_processes=2")
+  assert proc.returncode != 0
+  assert "2 processes but no coordinator_address (argument or $R1JAX_COORDINATOR)" in proc.stderr, proc.stderr[-2000:]
+  assert not (tmp_path / "run").exists()
 
 
 def _run(name: str, *args: str) -> subprocess.CompletedProcess:
