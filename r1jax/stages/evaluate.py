@@ -27,6 +27,7 @@ from r1jax.data import tasks
 from r1jax.eval import EvalConfig, evaluate
 from r1jax.eval.report import eval_columns, eval_table, is_percent, plot_bars
 from r1jax.model import ModelConfig
+from r1jax.sharding import distributed
 from r1jax.sharding.mesh import mesh_from_config
 
 # results.json / .md / .png live beside the per-model caches, so a model may not take these names.
@@ -118,6 +119,7 @@ def _read_cache(path: str, setup: dict) -> dict | None:
 def run_from_config(c, workdir: str) -> dict:
   """configs/evaluate.py's job: evaluates the models of c.models with the tokenizer c.tokenizer into workdir."""
   validate_config(c)                                                  # a bad field fails first
+  distributed.require_single_process("evaluation")
   mesh = mesh_from_config(c.get("mesh"))
   models, tokenizer_path = config_inputs(c)
   return run(c, models, tokenizer_path, workdir, mesh=mesh)

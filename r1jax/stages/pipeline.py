@@ -30,6 +30,7 @@ from r1jax.data.corpora import addition_corpus
 from r1jax.eval import EvalConfig
 from r1jax.eval.report import eval_table, plot_curves
 from r1jax.model import ModelConfig
+from r1jax.sharding import distributed
 from r1jax.sharding.mesh import mesh_from_config
 from r1jax.stages import evaluate, exported
 from r1jax.stages.grpo import RLStageConfig
@@ -85,6 +86,7 @@ def run(c, workdir: str) -> dict:
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   validate(c)                                                          # fail fast, before any work
+  distributed.require_single_process("the R1 pipeline")
   mesh = mesh_from_config(c.get("mesh"))                               # every stage runs on it
   d = lambda name: os.path.join(workdir, name)
 

@@ -1,6 +1,7 @@
 """The standalone jobs (r1jax.stages.standalone: SFT, distillation, GRPO) end to end on tiny models into temp
 workdirs, with their inputs as config fields; an empty required input or a missing path fails first."""
 import json
+import os
 import re
 
 import jax
@@ -248,3 +249,18 @@ def test_every_job_on_a_mesh_gives_the_one_device_results(setup, tmp_path, monke
     ra = {k: v for k, v in one["eval"][name].items() if k not in ("eval_setup", "model_metadata")}
     rb = {k: v for k, v in eight["eval"][name].items() if k not in ("eval_setup", "model_metadata")}
     assert ra == rb, name
+
+
+def test_a_job_not_yet_multi_process_refuses_several_processes_before_any_work(setup, tmp_path, monkeypatch):
+  from configs import r1_pipeline as pipeline_config
+  from r1jax.sharding import distributed
+  from r1jax.stages import pipeline
+  tok_path, data, teacher = setup
+  monkeypatch.setattr(distributed.jax, "process_count", lambda: 2)
+  c = _small(sft_config.get_config("runlocal"), "sft")
+  c.data, c.tokenizer, c.init = data, tok_path, teacher
+  with pytest.raises(RuntimeError, match="this job runs as one process; it was started as 2"):
+    standalone.run_sft(c, str(tmp_path / "sft"))
+  with pytest.raises(RuntimeError, match="the R1 pipeline runs as one process"):
+    pipeline.run(pipeline_config.get_config("runlocal"), str(tmp_path / "r1"))
+  assert not (tmp_path / "sft").exists() and not os.listdir(tmp_path / "r1")
