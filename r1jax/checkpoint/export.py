@@ -21,6 +21,7 @@ from typing import Any, Protocol, TypeVar
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 
 
@@ -40,25 +41,46 @@ def is_model(path: str | os.PathLike) -> bool:
   return os.path.isfile(os.path.join(path, _CONFIG)) and os.path.isdir(os.path.join(path, _VARS))
 
 
+def _sync(name: str) -> None:
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
+
+
+def _to_host(x) -> np.ndarray:
+  """x as numpy, gathered from every process's devices when it spans them (every process calls this)."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable and not x.is_fully_replicated:
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(jax.device_get(x))
+
+
 def save_model(path: str | os.PathLike, cfg: _Config, variables: Any,
                metadata: Mapping[str, Any] | None = None) -> str:
-  """Writes cfg + variables (+ JSON metadata) to `path`, replacing nothing: the path must not exist yet."""
+  """Writes cfg + variables (+ JSON metadata) to `path`, replacing nothing: the path must not exist yet.
+
+  In a multi-process job every process calls it: the variables are gathered to host arrays (a model
+  directory holds no device layout, so any mesh can load it), Orbax writes them once, process 0 writes
+  the JSON files and renames the directory, and every process returns once the model is complete."""
   path = os.path.abspath(os.fspath(path))
   if is_model(path):
     raise FileExistsError(f"{path} already holds an exported model")
+  primary = jax.process_index() == 0
   tmp = path + ".tmp"
-  shutil.rmtree(tmp, ignore_errors=True)             # a save killed earlier
-  os.makedirs(tmp)
-  host = jax.tree.map(lambda x: np.asarray(jax.device_get(x)), variables)
+  if primary:
+    shutil.rmtree(tmp, ignore_errors=True)           # a save killed earlier
+    os.makedirs(tmp)
+  _sync(f"save_model start {path}")
+  host = jax.tree.map(_to_host, variables)
   with ocp.StandardCheckpointer() as ckptr:
     ckptr.save(os.path.join(tmp, _VARS), host)
     ckptr.wait_until_finished()
-  with open(os.path.join(tmp, _CONFIG), "w") as f:
-    json.dump(cfg.to_dict(), f, indent=1)
-  with open(os.path.join(tmp, _META), "w") as f:
-    json.dump(dict(metadata or {}), f, indent=1, default=str)
-  shutil.rmtree(path, ignore_errors=True)            # an incomplete leftover, never a finished model
-  os.replace(tmp, path)
+  if primary:
+    with open(os.path.join(tmp, _CONFIG), "w") as f:
+      json.dump(cfg.to_dict(), f, indent=1)
+    with open(os.path.join(tmp, _META), "w") as f:
+      json.dump(dict(metadata or {}), f, indent=1, default=str)
+    shutil.rmtree(path, ignore_errors=True)          # an incomplete leftover, never a finished model
+    os.replace(tmp, path)
+  _sync(f"save_model done {path}")
   return path
 
 

@@ -352,15 +352,6 @@ def is_writer() -> bool:
   return jax.process_index() == 0
 
 
-def require_single_process(job: str) -> None:
-  """Fails (before any work) when `job`, which cannot yet run as several processes, is started as several."""
-  if jax.process_count() > 1:
-    raise RuntimeError(f"{job} runs as one process; it was started as {jax.process_count()}. Its exported models, "
-                       "traces and evaluation caches are written by plain file writes, not yet by process 0 of a "
-                       "multi-process job. Run it on one host (config.mesh spans that host's devices); the R1-Zero "
-                       "job (experiments.r1_zero) runs on several.")
-
-
 def barrier(name: str) -> None:
   """Waits until every process reaches the barrier `name` (nothing to wait for in a single process)."""
   if jax.process_count() > 1:

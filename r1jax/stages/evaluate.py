@@ -119,7 +119,6 @@ def _read_cache(path: str, setup: dict) -> dict | None:
 def run_from_config(c, workdir: str) -> dict:
   """configs/evaluate.py's job: evaluates the models of c.models with the tokenizer c.tokenizer into workdir."""
   validate_config(c)                                                  # a bad field fails first
-  distributed.require_single_process("evaluation")
   mesh = mesh_from_config(c.get("mesh"))
   models, tokenizer_path = config_inputs(c)
   return run(c, models, tokenizer_path, workdir, mesh=mesh)
@@ -135,7 +134,8 @@ def run(c, models: dict[str, str], tokenizer_path: str, out_dir: str, *, mesh=No
     if vocab < tok.vocab_size:
       raise ValueError(f"model {name!r} ({path}) has vocab_size {vocab} < the tokenizer's {tok.vocab_size}: "
                        "was it trained with another tokenizer?")
-  os.makedirs(out_dir, exist_ok=True)
+  if distributed.is_writer():
+    os.makedirs(out_dir, exist_ok=True)
   examples = list(task.examples(c.split, seed=c.seed, num=c.num_problems))
 
   reports = {}
@@ -147,10 +147,14 @@ def run(c, models: dict[str, str], tokenizer_path: str, out_dir: str, *, mesh=No
       cfg, variables, metadata = load_model(path, ModelConfig)
       report = evaluate(cfg, variables, tok, examples, ec, template=c.template, mesh=mesh)
       report.update(eval_setup=setup, model_metadata=metadata)
-      write_json(cache, report)
+      if distributed.is_writer():                                   # process 0 writes a multi-process job's files
+        write_json(cache, report)
       del variables
     reports[name] = report
 
+  if not distributed.is_writer():
+    distributed.barrier(f"evaluation written {out_dir}")
+    return reports
   write_json(os.path.join(out_dir, "results.json"), reports)
   first = next(iter(reports.values()))
   title = f"{c.task.name} {c.split}: {first['num_examples']} problems, k={ec.num_samples}, T={ec.temperature}"
@@ -159,5 +163,6 @@ def run(c, models: dict[str, str], tokenizer_path: str, out_dir: str, *, mesh=No
   rates = [col for col in eval_columns(reports) if is_percent(col)]
   plot_bars(reports, rates, os.path.join(out_dir, "results.png"), title=title)
   print(eval_table(reports))
+  distributed.barrier(f"evaluation written {out_dir}")
   return reports
 

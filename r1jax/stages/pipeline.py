@@ -86,7 +86,6 @@ def run(c, workdir: str) -> dict:
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   validate(c)                                                          # fail fast, before any work
-  distributed.require_single_process("the R1 pipeline")
   mesh = mesh_from_config(c.get("mesh"))                               # every stage runs on it
   d = lambda name: os.path.join(workdir, name)
 
@@ -138,6 +137,8 @@ def run(c, workdir: str) -> dict:
 
 
 def _report(c, workdir: str, reports: dict, times: dict, t0: float) -> dict:
+  if not distributed.is_writer():                   # process 0 writes the report of a multi-process job
+    return {"reports": reports, "acceptance": {}, "times": times}
   curves = []
   for stage in RL_STAGES:
     for r in MetricsWriter(os.path.join(workdir, stage, "metrics.jsonl")).read("train"):

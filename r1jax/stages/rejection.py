@@ -46,6 +46,7 @@ from r1jax.data.jsonl import JsonlSource, write_json
 from r1jax.data.pipeline import prompt_batches
 from r1jax.data.templates import get_template, response_prefix
 from r1jax.model.transformer import place_variables
+from r1jax.sharding import distributed
 from r1jax.sampling.rollout import RewardScorer, RolloutSettings, check_reward_names, rollout
 
 PREFER = ("shortest", "random")
@@ -237,13 +238,18 @@ def rejection_sample(model_cfg, variables, tokenizer, examples: Sequence[Mapping
     done, size, counters = progress["batches_done"], progress["bytes"], progress["tasks"]
     if verbose:
       print(f"rejection: resuming at batch {done}/{num_batches}", file=sys.stderr, flush=True)
-  os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-  with open(out_path, "ab"):
-    pass
-  if os.path.getsize(out_path) < size:
-    raise ValueError(f"{out_path} is shorter than its progress file says ({size} bytes): it was changed "
-                     "outside the stage; delete it and its .progress.json to start over")
-  os.truncate(out_path, size)          # drops a line half-written when the last run was killed
+  # In a multi-process job every process samples (its devices hold part of each batch) and scores the
+  # gathered completions; process 0 alone writes. Every process has read the progress before any write.
+  writer = distributed.is_writer()
+  distributed.barrier(f"rejection start {out_path}")
+  if writer:
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    with open(out_path, "ab"):
+      pass
+    if os.path.getsize(out_path) < size:
+      raise ValueError(f"{out_path} is shorter than its progress file says ({size} bytes): it was changed "
+                       "outside the stage; delete it and its .progress.json to start over")
+    os.truncate(out_path, size)          # drops a line half-written when the last run was killed
 
   template = get_template(rc.template)
   scorer = RewardScorer(weights=dict(rc.reward_weights), options={n: dict(o) for n, o in rc.reward_options},
@@ -257,7 +263,7 @@ def rejection_sample(model_cfg, variables, tokenizer, examples: Sequence[Mapping
   batches = prompt_batches(rest, tokenizer, template, batch_size=bs, max_prompt_len=rc.max_prompt_len,
                            seed=rc.seed, num_epochs=1, shuffle=False, drop_remainder=False) if rest else []
   t0 = time.time()
-  with open(out_path, "ab") as f:
+  with open(out_path if writer else os.devnull, "ab") as f:
     for i, batch in enumerate(batches, start=done):
       r = rollout(model_cfg, variables, tokenizer, batch, rng=jax.random.fold_in(base_key, i), settings=settings,
                   rows=bs, scorer=scorer, mesh=mesh)
@@ -287,12 +293,13 @@ def rejection_sample(model_cfg, variables, tokenizer, examples: Sequence[Mapping
           lines.append(json.dumps(rec, ensure_ascii=False) + "\n")
       # Records first (durably), then the progress that points past them: a kill in between only
       # repeats this batch, whose output is the same.
-      f.write("".join(lines).encode("utf-8"))
-      f.flush()
-      os.fsync(f.fileno())
-      write_json(progress_path, {**ident, "batches_done": i + 1, "bytes": os.fstat(f.fileno()).st_size,
-                                         "tasks": counters})
-      if verbose:
+      if writer:
+        f.write("".join(lines).encode("utf-8"))
+        f.flush()
+        os.fsync(f.fileno())
+        write_json(progress_path, {**ident, "batches_done": i + 1, "bytes": os.fstat(f.fileno()).st_size,
+                                   "tasks": counters})
+      if verbose and writer:
         a = _sum(counters)
         rate = (i + 1 - done) / max(time.time() - t0, 1e-9)
         print(f"rejection [{i + 1}/{num_batches}] kept {a['kept']} of {a['samples']} samples, passed "
@@ -300,10 +307,12 @@ def rejection_sample(model_cfg, variables, tokenizer, examples: Sequence[Mapping
               f"{rate:.2f} batches/s", file=sys.stderr, flush=True)
 
   stats = {"tasks": {t: _rates(c) for t, c in sorted(counters.items())}, "all": _rates(_sum(counters)), **ident}
-  write_json(stats_path, stats)
-  if os.path.exists(progress_path):
-    os.remove(progress_path)
-  if verbose:
+  if writer:
+    write_json(stats_path, stats)
+    if os.path.exists(progress_path):
+      os.remove(progress_path)
+  distributed.barrier(f"rejection done {out_path}")     # the traces are complete for every reader
+  if verbose and writer:
     for t, c in stats["tasks"].items():
       print(f"rejection {t}: acceptance {c['acceptance_rate']:.1%}, kept {c['kept']}, prompts covered "
             f"{c['prompt_coverage']:.1%}", file=sys.stderr, flush=True)

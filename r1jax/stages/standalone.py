@@ -24,7 +24,6 @@ from r1jax.checkpoint import is_model, load_config, load_model
 from r1jax.config_utils import ConfigFieldError, build, input_path, input_paths
 from r1jax.data import SentencePieceTokenizer, tasks
 from r1jax.model import ModelConfig
-from r1jax.sharding import distributed
 from r1jax.sharding.mesh import mesh_from_config
 from r1jax.stages import exported
 from r1jax.stages.grpo import RLStageConfig
@@ -48,12 +47,6 @@ def model_input(c, field: str, what: str, *, required: bool = True) -> str | Non
   return path or None
 
 
-def _mesh(c):
-  """The job's mesh (config.mesh); these jobs run as one process (distributed.require_single_process)."""
-  distributed.require_single_process("this job")
-  return mesh_from_config(c.get("mesh"))
-
-
 # ------------------------------------------------------------------------------------------ SFT
 def validate_sft(c, vocab_size: int = 64):
   """(ModelConfig, LMStageConfig) of configs/sft.py."""
@@ -68,7 +61,7 @@ def run_sft(c, workdir: str) -> str:
   scratch.
   """
   validate_sft(c)                                                  # fail fast, before any work
-  mesh = _mesh(c)
+  mesh = mesh_from_config(c.get("mesh"))
   data_paths = input_paths(c, "data", DATA)
   tokenizer_path = input_path(c, "tokenizer", TOKENIZER)
   init = model_input(c, "init", "the exported model to fine-tune; empty: config.model from scratch",
@@ -96,7 +89,7 @@ def run_distill(c, workdir: str) -> str:
   same packed batch. c.student_init: exported student to start from; empty: config.student from scratch.
   """
   validate_distill(c)                                              # fail fast, before any work
-  mesh = _mesh(c)
+  mesh = mesh_from_config(c.get("mesh"))
   data_paths = input_paths(c, "data", DATA)
   tokenizer_path = input_path(c, "tokenizer", TOKENIZER)
   teacher = model_input(c, "teacher", "the exported teacher model directory")
@@ -124,7 +117,7 @@ def validate_grpo(c):
 def run_grpo(c, workdir: str) -> str:
   """GRPO from the exported model c.init (also the reference policy); returns the exported policy's directory."""
   rl, task = validate_grpo(c)                                     # fail fast, before any work
-  mesh = _mesh(c)
+  mesh = mesh_from_config(c.get("mesh"))
   init = model_input(c, "init", "the exported model to start from, also the reference policy")
   tok = exported.tokenizer(input_path(c, "tokenizer", TOKENIZER))
   train = list(task.examples("train", seed=c.seed, num=c.num_train_problems))
@@ -151,7 +144,7 @@ def run_rejection_sample(c, workdir: str) -> dict:
   """Samples c.model, filters and writes the traces to workdir/traces.jsonl; returns the stats (see
   r1jax.stages.rejection.rejection_sample)."""
   rc, task = validate_rejection_sample(c)                         # fail fast, before any work
-  mesh = _mesh(c)
+  mesh = mesh_from_config(c.get("mesh"))
   model_dir = model_input(c, "model", "the exported model to sample from")
   tokenizer_path = input_path(c, "tokenizer", TOKENIZER)
   examples = list(task.examples(c.split, seed=c.seed, num=c.num_problems))

@@ -78,7 +78,6 @@ def test_the_main_job_as_two_processes_equals_one_process(tmp_path):
   for name, p in procs.items():
     out, _ = p.communicate(timeout=900)
     assert p.returncode == 0, (name, out[-4000:])
-  two_out = procs["two"].stdout
   for part in ("pretrain", "rl"):
     a, b = _records(tmp_path / "one" / part / "metrics.jsonl"), _records(tmp_path / "two" / part / "metrics.jsonl")
     assert [r["step"] for r in a] == [r["step"] for r in b] and len(a) >= 2     # one writer: no line twice

@@ -3,6 +3,7 @@ workdirs, with their inputs as config fields; an empty required input or a missi
 import json
 import os
 import re
+import sys
 
 import jax
 import numpy as np
@@ -10,37 +11,23 @@ import pytest
 
 from configs import distill as distill_config
 from configs import sft as sft_config
-from r1jax.checkpoint import is_model, load_model, save_model
+from r1jax.checkpoint import is_model, load_model
 from r1jax.config_utils import ConfigFieldError
-from r1jax.data import SentencePieceTokenizer, tasks
 from r1jax.data.jsonl import JsonlError
-from r1jax.model import ModelConfig, init_variables
+from r1jax.model import ModelConfig
 from r1jax.stages import exported, standalone
-from r1jax.testing import tiny_model_config
+
+sys.path.insert(0, os.path.dirname(__file__))
+import _jobs  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
   """A tokenizer, a tiny exported teacher, and a JSONL of traces as rejection sampling writes them."""
-  root = tmp_path_factory.mktemp("sft_setup")
-  exs = list(tasks.get("arithmetic", digits=2, ops="+").examples("train", seed=0, num=64))
-  traces = [{"prompt": f"Q: {ex['question']}\nA: <think>", "completion": f"ones {ex['answer']}</think><answer>"
-             f"{ex['answer']}</answer>", "reward": 2.0, "task": "arithmetic"} for ex in exs]
-  tok = SentencePieceTokenizer.train([t["prompt"] + t["completion"] for t in traces], vocab_size=300,
-                                     hard_vocab_limit=False)
-  tok_path = str(root / "tokenizer.model")
-  tok.save(tok_path)
-  data = root / "traces.jsonl"
-  data.write_text("".join(json.dumps(t) + "\n" for t in traces))
-  cfg = tiny_model_config(vocab_size=tok.vocab_size)
-  teacher = save_model(root / "teacher", cfg, init_variables(cfg, jax.random.key(0)))
-  return tok_path, str(data), teacher
+  return _jobs.make_setup(tmp_path_factory.mktemp("sft_setup"))
 
 
-def _small(c, section):
-  c[section].update(num_steps=3, batch_size=2, seq_len=64, log_every=1, checkpoint_every=2)
-  c[section].optim.update(total_steps=3, warmup_steps=0)
-  return c
+_small = _jobs.small
 
 
 def test_sft_from_a_checkpoint_then_skips_when_finished(setup, tmp_path, monkeypatch):
@@ -169,53 +156,13 @@ def test_grpo_experiment_from_an_exported_model(setup, tmp_path):
   assert not (tmp_path / "g2").exists()
 
 
-def _jobs_on(mesh, setup, root):
-  """SFT from the exported teacher, distillation with token-level KD, GRPO, rejection sampling and
-  evaluation, each a standalone job with config.mesh = `mesh`; returns what each one wrote."""
-  from configs import evaluate as evaluate_config
-  from configs import grpo as grpo_config
-  from configs import rejection_sample as rejection_config
-  from r1jax.stages import evaluate
-  tok_path, data, teacher = setup
-  out = {}
-  c = _small(sft_config.get_config("runlocal"), "sft")
-  c.data, c.tokenizer, c.init = data, tok_path, teacher
-  c.mesh.update(mesh)
-  out["sft"] = standalone.run_sft(c, str(root / "sft"))
-  c = _small(distill_config.get_config("runlocal"), "distill")
-  c.student.update(hidden_size=32, intermediate_size=64, num_hidden_layers=2)
-  c.data, c.tokenizer, c.teacher = data, tok_path, teacher
-  c.mesh.update(mesh)
-  out["distill"] = standalone.run_distill(c, str(root / "distill"))
-  c = grpo_config.get_config("runlocal")
-  c.num_train_problems, c.num_eval_problems = 16, 0
-  c.rl.update(num_steps=2, batch_size=2, group_size=4, max_new_tokens=6, checkpoint_every=1)
-  c.init, c.tokenizer = out["sft"], tok_path
-  c.mesh.update(mesh)
-  out["grpo"] = standalone.run_grpo(c, str(root / "grpo"))
-  c = rejection_config.get_config("runlocal")
-  c.num_problems = 8
-  c.rejection.update(num_samples=2, batch_size=4, max_new_tokens=8, min_rewards=(), max_per_prompt=2)
-  c.model, c.tokenizer = out["sft"], tok_path
-  c.mesh.update(mesh)
-  standalone.run_rejection_sample(c, str(root / "rs"))
-  out["traces"] = [json.loads(l) for l in open(root / "rs" / "traces.jsonl")]
-  c = evaluate_config.get_config("runlocal")
-  c.num_problems = 8
-  c.eval.update(batch_size=4, max_new_tokens=8, num_samples=2)
-  c.models, c.tokenizer = f"sft={out['sft']},grpo={out['grpo']}", tok_path
-  c.mesh.update(mesh)
-  out["eval"] = evaluate.run_from_config(c, str(root / "eval"))
-  return out
-
-
 @pytest.mark.slow
 def test_every_job_on_a_mesh_gives_the_one_device_results(setup, tmp_path, monkeypatch):
   """--config.mesh.data=2 --config.mesh.expert=4 on 8 fake devices: each job runs on the mesh (exported
   models loaded onto it, routed experts split 4 ways) and writes what the one-device job writes: the same
   per-step metrics and exported variables to float rounding, the same traces and evaluation reports."""
   from r1jax.stages import evaluate
-  one = _jobs_on({}, setup, tmp_path / "one")
+  one = _jobs.jobs_on({}, setup, tmp_path / "one")
   meshes = []                                    # the mesh each stage function was handed
 
   def spy(module, name):
@@ -229,7 +176,7 @@ def test_every_job_on_a_mesh_gives_the_one_device_results(setup, tmp_path, monke
   for module, name in ((exported, "run_lm_stage"), (exported, "run_rl_stage"), (standalone, "rejection_sample"),
                        (evaluate, "evaluate")):
     spy(module, name)
-  eight = _jobs_on({"data": 2, "expert": 4}, setup, tmp_path / "eight")
+  eight = _jobs.jobs_on({"data": 2, "expert": 4}, setup, tmp_path / "eight")
   assert [n for n, _ in meshes] == ["run_lm_stage"] * 2 + ["run_rl_stage", "rejection_sample"] + ["evaluate"] * 2
   assert all(dict(m.shape) == {"data": 2, "fsdp": 1, "expert": 4, "tensor": 1} for _, m in meshes)
   for job in ("sft", "distill", "grpo"):
@@ -249,18 +196,3 @@ def test_every_job_on_a_mesh_gives_the_one_device_results(setup, tmp_path, monke
     ra = {k: v for k, v in one["eval"][name].items() if k not in ("eval_setup", "model_metadata")}
     rb = {k: v for k, v in eight["eval"][name].items() if k not in ("eval_setup", "model_metadata")}
     assert ra == rb, name
-
-
-def test_a_job_not_yet_multi_process_refuses_several_processes_before_any_work(setup, tmp_path, monkeypatch):
-  from configs import r1_pipeline as pipeline_config
-  from r1jax.sharding import distributed
-  from r1jax.stages import pipeline
-  tok_path, data, teacher = setup
-  monkeypatch.setattr(distributed.jax, "process_count", lambda: 2)
-  c = _small(sft_config.get_config("runlocal"), "sft")
-  c.data, c.tokenizer, c.init = data, tok_path, teacher
-  with pytest.raises(RuntimeError, match="this job runs as one process; it was started as 2"):
-    standalone.run_sft(c, str(tmp_path / "sft"))
-  with pytest.raises(RuntimeError, match="the R1 pipeline runs as one process"):
-    pipeline.run(pipeline_config.get_config("runlocal"), str(tmp_path / "r1"))
-  assert not (tmp_path / "sft").exists() and not os.listdir(tmp_path / "r1")

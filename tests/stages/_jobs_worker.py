@@ -1,0 +1,26 @@
+"""One process of the multi-process standalone-jobs test (multiprocess_jobs_test.py), run as a script:
+
+    python tests/stages/_jobs_worker.py ROOT
+
+Joins the job from the R1JAX_* variables (none: a single process), writes the tiny inputs into ROOT and
+runs every standalone job on the mesh {data: 2, expert: 4} into ROOT/run (see _jobs.jobs_on).
+"""
+import os
+import pathlib
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from r1jax.sharding import distributed  # noqa: E402
+
+
+def main():
+  distributed.initialize(timeout_s=120)
+  import _jobs  # noqa: E402  (after start-up: it builds nothing at import, but keep JAX untouched before)
+  root = pathlib.Path(sys.argv[1])
+  _jobs.jobs_on({"data": 2, "expert": 4}, _jobs.make_setup(root), root / "run")
+  print("DONE", flush=True)
+
+
+if __name__ == "__main__":
+  main()
