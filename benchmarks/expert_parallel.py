@@ -78,12 +78,14 @@ def main():
   ap.add_argument("--batch", type=int, default=32)
   ap.add_argument("--seq", type=int, default=64)
   ap.add_argument("--repeats", type=int, default=5)
+  ap.add_argument("--exchange_capacity_factor", type=float, default=DEFAULT.exchange_capacity_factor,
+                  help="send-buffer rows per device pair, in balanced loads (the Runtime default: 2.0)")
   args = ap.parse_args()
   assert jax.device_count() == 8, "needs 8 (fake) devices: XLA_FLAGS=--xla_force_host_platform_device_count=8"
   cfg = ModelConfig.preset("bench")
   t = args.batch * args.seq
   x, idx, w, mask, weights = inputs(cfg, t)
-  cf = DEFAULT.exchange_capacity_factor
+  cf = args.exchange_capacity_factor
 
   one = loss_fn(lambda *a: expert_mlp(*a, impl="sorted"))
   one_args = (weights, x, idx, w, mask)

@@ -95,6 +95,6 @@ DEFAULT = Runtime()
 def runtime_fields() -> dict:
   """The Runtime fields a training config sets (a fresh dict, as the experiment configs' `runtime`
   sections): the MoE dispatch of training and of the rollouts' prefill. The sampler picks its decode-step
-  dispatch and kernels itself."""
+  dispatch and kernels itself; exchange_capacity_factor acts under a mesh with an expert axis."""
   return {"moe_impl": DEFAULT.moe_impl, "capacity_factor": DEFAULT.capacity_factor,
-          "moe_block_size": DEFAULT.moe_block_size}
+          "moe_block_size": DEFAULT.moe_block_size, "exchange_capacity_factor": DEFAULT.exchange_capacity_factor}
