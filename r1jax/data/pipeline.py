@@ -20,6 +20,7 @@ into a list), or a path to a JSONL file (read lazily through `JsonlSource`).
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -404,3 +405,75 @@ def packed_lm_batches(examples: Any, tokenizer: Tokenizer, *, batch_size: int, s
   """
   return iter(packed_lm_dataset(examples, tokenizer, batch_size=batch_size, seq_len=seq_len,
                                 seed=seed, **kwargs))
+
+
+# ------------------------------------------------------------------------------------------------
+# Input shards: the global batch of a multi-process job, read a slice per process.
+# ------------------------------------------------------------------------------------------------
+
+
+class ShardedBatches:
+  """The global batches of S input shards, of which this process reads only `shards`.
+
+  Input shard s of S is its own pipeline (built by `make(s)`, e.g. `packed_lm_batches(...,
+  shard_index=s, shard_count=S, batch_size=B // S)`): it reads examples s, s+S, s+2S, ... of the source
+  and makes rows [s*B/S, (s+1)*B/S) of every global batch of B rows. A process builds only the shards
+  whose rows its devices hold, so it reads and tokenizes only its slice of the data, and the global
+  batch is a function of S alone: the same whether one process reads every shard or each of S
+  processes reads one.
+
+  `next()` gives {shard index: that shard's batch} for this process's shards. The position is
+  checkpointable like a Grain iterator (`get_state()` -> bytes, `set_state(bytes)`, what
+  `grain.checkpoint.CheckpointSave` stores per process); restoring into a different layout fails
+  naming both.
+  """
+
+  def __init__(self, make: Callable[[int], Any], shards: Sequence[int], shard_count: int):
+    shards = sorted(set(int(s) for s in shards))
+    if shard_count < 1 or not shards or not all(0 <= s < shard_count for s in shards):
+      raise ValueError(f"ShardedBatches: shards {shards} must be a non-empty subset of range({shard_count})")
+    self.shard_count = shard_count
+    self.shards = tuple(shards)
+    self._its = {s: make(s) for s in self.shards}
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict[int, Any]:
+    return {s: next(it) for s, it in self._its.items()}
+
+  def get_state(self) -> bytes:
+    return json.dumps({"shard_count": self.shard_count,
+                       "shards": {str(s): it.get_state() for s, it in self._its.items()}}).encode()
+
+  def set_state(self, state: bytes) -> None:
+    saved = json.loads(state.decode() if isinstance(state, bytes) else state)
+    if not isinstance(saved, dict) or "shards" not in saved:
+      raise ValueError("the checkpoint's input position was saved by a single pipeline, not by "
+                       f"{self.shard_count} input shards: resume with the input_shards it was written with")
+    layout = (saved.get("shard_count"), sorted(int(s) for s in saved["shards"]))
+    if layout != (self.shard_count, list(self.shards)):
+      raise ValueError(f"the checkpoint's input position is for shards {layout[1]} of {layout[0]}; this "
+                       f"process reads shards {list(self.shards)} of {self.shard_count}: resume with the "
+                       "same input_shards and mesh")
+    for s, it in self._its.items():
+      it.set_state(saved["shards"][str(s)])
+
+  def start_prefetch(self) -> None:
+    for it in self._its.values():
+      if hasattr(it, "start_prefetch"):
+        it.start_prefetch()
+
+
+def concat_batches(batches: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+  """One batch from consecutive row blocks (e.g. the input shards of `ShardedBatches`, in shard order):
+  arrays concatenated along rows, lists joined."""
+  out = {}
+  for k, v in batches[0].items():
+    if isinstance(v, np.ndarray):
+      out[k] = np.concatenate([b[k] for b in batches])
+    elif isinstance(v, list):
+      out[k] = [x for b in batches for x in b[k]]
+    else:
+      raise TypeError(f"concat_batches: field {k!r} is a {type(v).__name__}, not an array or a list")
+  return out

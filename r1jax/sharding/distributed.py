@@ -2,8 +2,9 @@
 
 Call `initialize()` first thing in an experiment's `main`, before any JAX computation (even
 `jax.devices()`): afterwards `jax.devices()` lists the devices of every process, a mesh spans all
-hosts, and each process loads its own shard of the data (`shard_index=jax.process_index()`) and
-assembles the global batch with `host_local_batch_to_global`.
+hosts, and each process reads only the input shards its devices hold (`input_shards`, one shard per
+batch slice of the mesh by default: `default_input_shards`) and assembles the global batch with
+`global_batch` (or, for rows it loaded any other way, `host_local_batch_to_global`).
 
     from r1jax.sharding import distributed
     distributed.initialize()                       # no-op on a laptop; autodetected under srun / TPU
@@ -32,6 +33,7 @@ import dataclasses
 import itertools
 import logging
 import os
+import pickle
 import re
 from typing import Any, Mapping, Sequence
 
@@ -342,6 +344,81 @@ def host_local_batch_to_global(batch: Any, mesh: jax.sharding.Mesh, rules="fsdp_
   return jax.tree.map(to_global, batch)
 
 
+def _batch_axes_size(mesh: jax.sharding.Mesh, rules) -> int:
+  axes = batch_sharding(mesh, 1, rules).spec[0] or ()
+  axes = (axes,) if isinstance(axes, str) else axes
+  return int(np.prod([mesh.shape[a] for a in axes], dtype=np.int64))
+
+
+def default_input_shards(mesh: jax.sharding.Mesh | None, rules="fsdp_tp") -> int:
+  """One input shard per batch slice of the mesh (the product of the sizes of the axes the batch is split
+  over, data x fsdp by default); 1 without a mesh. The data a job reads then depends on its mesh, never on
+  how many processes run it."""
+  return 1 if mesh is None else _batch_axes_size(mesh, rules)
+
+
+def input_shards(mesh: jax.sharding.Mesh | None, rows: int, shard_count: int, rules="fsdp_tp") -> list[int]:
+  """The input shards this process reads: of `shard_count` shards, each `rows // shard_count` consecutive
+  rows of a global batch of `rows`, those whose rows this process's devices hold (every shard in a
+  single process, or where the batch is not split across processes).
+
+  Raises:
+    ValueError: `rows` is not a multiple of `shard_count`.
+  """
+  if shard_count < 1 or rows % shard_count:
+    raise ValueError(f"a batch of {rows} rows does not split into {shard_count} input shards: the batch size "
+                     "must be a multiple of input_shards")
+  if mesh is None or jax.process_count() == 1:
+    return list(range(shard_count))
+  b = rows // shard_count
+  need = set()
+  for index in batch_sharding(mesh, 1, rules).addressable_devices_indices_map((rows,)).values():
+    start, stop, _ = index[0].indices(rows)
+    need.update(range(start // b, -(-stop // b)))
+  return sorted(need)
+
+
+def global_batch(blocks: Mapping[int, Mapping[str, Any]], shard_count: int, mesh: jax.sharding.Mesh | None,
+                 rules="fsdp_tp") -> dict[str, jax.Array]:
+  """The global batch from this process's input shards (`r1jax.data.pipeline.ShardedBatches`).
+
+  Args:
+    blocks: {shard index: that shard's batch}, a dict of arrays of `b` rows each; shard s holds rows
+      [s*b, (s+1)*b) of the global batch. Leaves that are not numeric arrays are dropped.
+    shard_count: S, so the global batch has S*b rows.
+    mesh: the mesh (None: one device).
+    rules: the rules table whose `batch` axes split the rows.
+
+  Returns:
+    {key: jax.Array[S*b, ...]}, split along the batch axes under a mesh. Each process supplies only the rows
+    of its own devices (from its own shards), so no input data crosses processes.
+  """
+  if not blocks:
+    raise ValueError("global_batch: this process read no input shard")
+  first = blocks[min(blocks)]
+  keys = [k for k, v in first.items() if isinstance(v, np.ndarray) and v.dtype != object]
+  b = len(first[keys[0]]) if keys else 0
+  out = {}
+  for k in keys:
+    if len(blocks) == shard_count:
+      full = np.concatenate([np.asarray(blocks[s][k]) for s in range(shard_count)])
+      out[k] = jax.device_put(full, batch_sharding(mesh, full.ndim, rules)) if mesh is not None \
+          else jax.numpy.asarray(full)
+      continue
+    shape = (shard_count * b,) + tuple(first[k].shape[1:])
+
+    def rows(index, k=k):
+      start, stop, _ = index[0].indices(shape[0])
+      parts = []
+      for s in range(start // b, -(-stop // b)):
+        lo, hi = max(start, s * b) - s * b, min(stop, (s + 1) * b) - s * b
+        parts.append(np.asarray(blocks[s][k])[lo:hi])
+      return np.concatenate(parts)[(slice(None),) + tuple(index[1:])]
+
+    out[k] = jax.make_array_from_callback(shape, batch_sharding(mesh, len(shape), rules), rows)
+  return out
+
+
 # ------------------------------------------------------------------------------------------------
 # Host values and files in a multi-process job.
 # ------------------------------------------------------------------------------------------------
@@ -356,6 +433,19 @@ def barrier(name: str) -> None:
   """Waits until every process reaches the barrier `name` (nothing to wait for in a single process)."""
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices(name)
+
+
+def allgather_objects(value: Any) -> list:
+  """`value` from every process, in process order (every process must call this). For small host values
+  (a batch's prompts and example dicts); pickled, so only between the processes of one job."""
+  if jax.process_count() == 1:
+    return [value]
+  data = np.frombuffer(pickle.dumps(value), np.uint8)
+  sizes = np.asarray(multihost_utils.process_allgather(np.array([data.size], np.int32))).reshape(-1)
+  buf = np.zeros(int(sizes.max()), np.uint8)
+  buf[:data.size] = data
+  every = np.asarray(multihost_utils.process_allgather(buf))
+  return [pickle.loads(every[i, :sizes[i]].tobytes()) for i in range(len(sizes))]
 
 
 def to_host(x) -> np.ndarray:

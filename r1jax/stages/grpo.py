@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from r1jax.checkpoint import CheckpointManager
-from r1jax.data.pipeline import prompt_batches
+from r1jax.data.pipeline import ShardedBatches, concat_batches, prompt_batches
 from r1jax.data.templates import get_template, response_prefix
 from r1jax.eval.evaluate import EvalConfig, evaluate
 from r1jax.model.config import ModelConfig
@@ -34,6 +34,7 @@ from r1jax.sampling.rollout import Rollout, check_reward_names, RewardScorer, Ro
 from r1jax.stages.state import from_state_dict, state_dict
 from r1jax.stages.writers import MetricsWriter, Preemption, finish_saves
 from r1jax.train.optim import OptimConfig, make_optimizer
+from r1jax.sharding.distributed import allgather_objects, default_input_shards, input_shards
 from r1jax.sharding.mesh import batch_sharding
 from r1jax.train.state import create_train_state
 from r1jax.train.step import check_finite
@@ -64,6 +65,9 @@ class RLStageConfig:
   optim: OptimConfig = OptimConfig(learning_rate=1e-4, warmup_steps=0, total_steps=40, schedule="constant")
   eval: EvalConfig = EvalConfig()
   runtime: Runtime = Runtime()         # how the model runs in the update and the rollouts: r1jax.model.runtime
+  # S prompt pipelines, each reading every S-th example and giving batch_size/S prompts of each batch; a process
+  # reads only the shards its devices hold. 0: one per batch slice of the mesh (1 without a mesh).
+  input_shards: int = 0
 
   def __post_init__(self):
     for name in ("num_steps", "batch_size", "max_prompt_len", "max_new_tokens", "log_every",
@@ -80,7 +84,34 @@ class RLStageConfig:
     if self.advantage_estimator not in ADVANTAGE_ESTIMATORS:
       raise ValueError(f"RLStageConfig.advantage_estimator={self.advantage_estimator!r}: must be one of "
                        f"{sorted(ADVANTAGE_ESTIMATORS)}")
+    if self.input_shards < 0 or (self.input_shards and self.batch_size % self.input_shards):
+      raise ValueError(f"RLStageConfig.input_shards={self.input_shards!r}: must be 0 (one per batch slice of "
+                       f"the mesh) or a divisor of batch_size={self.batch_size}")
     check_reward_names("RLStageConfig", self.reward_weights, self.reward_options, self.max_new_tokens)
+
+
+def prompt_input(sc: RLStageConfig, examples: Any, tokenizer, template, mesh=None):
+  """The stage's prompts: (iterator, next_batch) where next_batch() is the next batch of B prompts (host
+  values, the same on every process). With S > 1 input shards (`RLStageConfig.input_shards`) a process reads
+  and tokenizes only the shards its devices hold, and the processes then exchange their prompts (B short
+  texts, their tokens and example dicts), since every process decodes and scores the whole rollout."""
+  count = sc.input_shards or default_input_shards(mesh)
+  if sc.batch_size % count:
+    raise ValueError(f"RLStageConfig.batch_size={sc.batch_size} is not a multiple of the {count} input shards "
+                     "(one per batch slice of the mesh): set input_shards or the batch size")
+  read = lambda s: prompt_batches(examples, tokenizer, template, batch_size=sc.batch_size // count,
+                                  max_prompt_len=sc.max_prompt_len, seed=sc.seed, shard_index=s, shard_count=count)
+  if count == 1:
+    data = read(0)
+    return data, lambda: next(data)
+  data = ShardedBatches(read, input_shards(mesh, sc.batch_size, count), count)
+
+  def next_batch():
+    blocks = {}
+    for part in allgather_objects(next(data)):
+      blocks.update(part)
+    return concat_batches([blocks[s] for s in range(count)])
+  return data, next_batch
 
 
 # ------------------------------------------------------------------------------------------ the update batch
@@ -127,8 +158,7 @@ def run_rl_stage(model_cfg: ModelConfig, sc: RLStageConfig, *, initial_variables
   update = make_grpo_update(model_cfg, sc.grpo, tx, runtime=runtime, mesh=mesh, group_size=sc.group_size,
                             advantage_estimator=sc.advantage_estimator)
   ref_logprobs = make_logprob_fn(model_cfg, sc.grpo.temperature, runtime=runtime, mesh=mesh)
-  data = prompt_batches(train_examples, tokenizer, template, batch_size=sc.batch_size,
-                        max_prompt_len=sc.max_prompt_len, seed=sc.seed)
+  data, next_prompts = prompt_input(sc, train_examples, tokenizer, template, mesh)
   ckpt = CheckpointManager(os.path.join(workdir, "checkpoints"), max_to_keep=sc.keep)
   writer = MetricsWriter(os.path.join(workdir, "metrics.jsonl"), echo_every=sc.log_every if verbose else 0,
                          total_steps=sc.num_steps, name="grpo", tensorboard=True)
@@ -155,7 +185,7 @@ def run_rl_stage(model_cfg: ModelConfig, sc: RLStageConfig, *, initial_variables
       key = jax.random.fold_in(base_key, step)
       kept, tries, total_groups, zero_groups, first, t_reward = None, 0, 0, 0, None, 0.0
       while True:
-        batch = next(data)
+        batch = next_prompts()
         r = rollout(model_cfg, state.variables(), tokenizer, batch, rng=jax.random.fold_in(key, tries),
                     settings=settings, scorer=scorer, runtime=runtime, mesh=mesh)
         first = r if first is None else first

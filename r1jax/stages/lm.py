@@ -17,10 +17,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from r1jax.checkpoint import CheckpointManager
-from r1jax.data.pipeline import packed_lm_batches
+from r1jax.data.pipeline import ShardedBatches, packed_lm_batches
 from r1jax.model.config import ModelConfig
 from r1jax.model.runtime import Runtime
 from r1jax.model.transformer import init_variables, place_variables
+from r1jax.sharding.distributed import default_input_shards, global_batch, input_shards
 from r1jax.sharding.mesh import batch_sharding
 from r1jax.stages.state import from_state_dict, state_dict
 from r1jax.stages.writers import MetricsWriter, Preemption, finish_saves
@@ -45,11 +46,34 @@ class LMStageConfig:
   optim: OptimConfig = OptimConfig()
   distill: DistillConfig = DistillConfig()   # token-level KD (needs a teacher); top_k=0: plain LM / SFT
   runtime: Runtime = Runtime()       # how the model runs (MoE dispatch, capacity factor): r1jax.model.runtime
+  # S pipelines, each reading every S-th example and packing batch_size/S rows of each batch; a process reads
+  # only the shards its devices hold. 0: one per batch slice of the mesh (1 without a mesh).
+  input_shards: int = 0
 
   def __post_init__(self):
     for name in ("num_steps", "batch_size", "seq_len", "log_every", "checkpoint_every", "keep"):
       if getattr(self, name) < 1:
         raise ValueError(f"LMStageConfig.{name}={getattr(self, name)!r}: must be >= 1")
+    if self.input_shards < 0 or (self.input_shards and self.batch_size % self.input_shards):
+      raise ValueError(f"LMStageConfig.input_shards={self.input_shards!r}: must be 0 (one per batch slice of "
+                       f"the mesh) or a divisor of batch_size={self.batch_size}")
+
+
+def input_batches(sc: LMStageConfig, examples: Any, tokenizer, mesh=None):
+  """The stage's batches: (iterator, next_batch) where next_batch() is the next global batch as device
+  arrays. With S > 1 input shards (`LMStageConfig.input_shards`) this process reads only the shards its
+  devices hold (r1jax.data.pipeline.ShardedBatches)."""
+  count = sc.input_shards or default_input_shards(mesh)
+  if sc.batch_size % count:
+    raise ValueError(f"LMStageConfig.batch_size={sc.batch_size} is not a multiple of the {count} input shards "
+                     "(one per batch slice of the mesh): set input_shards or the batch size")
+  read = lambda s: packed_lm_batches(examples, tokenizer, batch_size=sc.batch_size // count, seq_len=sc.seq_len,
+                                     seed=sc.seed, template=sc.template, shard_index=s, shard_count=count)
+  if count == 1:
+    data = read(0)
+    return data, lambda: device_batch(next(data), mesh)
+  data = ShardedBatches(read, input_shards(mesh, sc.batch_size, count), count)
+  return data, lambda: global_batch(next(data), count, mesh)
 
 
 def device_batch(batch: dict, mesh=None) -> dict:
@@ -88,8 +112,7 @@ def run_lm_stage(model_cfg: ModelConfig, sc: LMStageConfig, *, examples: Any, to
   teacher_topk = make_teacher_topk(teacher[0], sc.distill, sc.runtime, mesh=mesh) if sc.distill.token_level else None
   if teacher_topk is not None:
     teacher = (teacher[0], place_variables(teacher[0], teacher[1], mesh))
-  data = packed_lm_batches(examples, tokenizer, batch_size=sc.batch_size, seq_len=sc.seq_len, seed=sc.seed,
-                           template=sc.template)
+  data, next_batch = input_batches(sc, examples, tokenizer, mesh)
   ckpt = CheckpointManager(os.path.join(workdir, "checkpoints"), max_to_keep=sc.keep)
   writer = MetricsWriter(os.path.join(workdir, "metrics.jsonl"), echo_every=sc.log_every if verbose else 0,
                          total_steps=sc.num_steps, name="lm", tensorboard=True)
@@ -115,7 +138,7 @@ def run_lm_stage(model_cfg: ModelConfig, sc: LMStageConfig, *, examples: Any, to
   with preempt.active(), finish_saves(ckpt):
     t_last = time.time()
     while step < sc.num_steps:
-      batch = device_batch(next(data), mesh)
+      batch = next_batch()
       if teacher_topk is not None:
         batch = teacher_topk(teacher[1], batch)
       state, metrics = update(state, batch)

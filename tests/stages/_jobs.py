@@ -38,9 +38,10 @@ def small(c, section):
   return c
 
 
-def jobs_on(mesh, setup, root):
+def jobs_on(mesh, setup, root, input_shards=0):
   """SFT from the exported teacher, distillation with token-level KD, GRPO, rejection sampling and
-  evaluation, each a standalone job with config.mesh = `mesh`; returns what each one wrote."""
+  evaluation, each a standalone job with config.mesh = `mesh` (and the training jobs' input_shards);
+  returns what each one wrote."""
   from configs import evaluate as evaluate_config
   from configs import grpo as grpo_config
   from configs import rejection_sample as rejection_config
@@ -49,16 +50,19 @@ def jobs_on(mesh, setup, root):
   out = {}
   c = small(sft_config.get_config("runlocal"), "sft")
   c.data, c.tokenizer, c.init = data, tok_path, teacher
+  c.sft.input_shards = input_shards
   c.mesh.update(mesh)
   out["sft"] = standalone.run_sft(c, str(root / "sft"))
   c = small(distill_config.get_config("runlocal"), "distill")
   c.student.update(hidden_size=32, intermediate_size=64, num_hidden_layers=2)
   c.data, c.tokenizer, c.teacher = data, tok_path, teacher
+  c.distill.input_shards = input_shards
   c.mesh.update(mesh)
   out["distill"] = standalone.run_distill(c, str(root / "distill"))
   c = grpo_config.get_config("runlocal")
   c.num_train_problems, c.num_eval_problems = 16, 0
-  c.rl.update(num_steps=2, batch_size=2, group_size=4, max_new_tokens=6, checkpoint_every=1)
+  c.rl.update(num_steps=2, batch_size=2, group_size=4, max_new_tokens=6, checkpoint_every=1,
+              input_shards=input_shards)
   c.init, c.tokenizer = out["sft"], tok_path
   c.mesh.update(mesh)
   out["grpo"] = standalone.run_grpo(c, str(root / "grpo"))

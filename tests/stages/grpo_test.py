@@ -154,6 +154,8 @@ def test_the_advantage_estimator_is_the_configured_one(tmp_path, monkeypatch, es
     (dict(advantage_estimator="ppo"), "RLStageConfig.advantage_estimator='ppo': must be one of"),
     (dict(reward_weights=(("acuracy", 1.0),)), "unknown reward 'acuracy'"),
     (dict(optim=dict(learning_rate=-1.0)), "OptimConfig.learning_rate=-1.0"),
+    (dict(input_shards=3), "RLStageConfig.input_shards=3: must be 0 (one per batch slice of the mesh) or a "
+                           "divisor of batch_size=8"),
 ])
 def test_config_validates_before_compilation(overrides, fragment):
   with pytest.raises(ConfigFieldError) as e:

@@ -36,6 +36,12 @@ def test_every_job_as_two_processes_equals_one_process(tmp_path):
     out, _ = p.communicate(timeout=900)
     assert p.returncode == 0, (name, out[-4000:])
     assert out.count("DONE") == (2 if name == "two" else 1), out[-2000:]
+  # SFT, distillation and GRPO read 2 input shards (one per data slice of the mesh): each of the 2 processes
+  # reads only its own, the single process both.
+  reads = lambda d, p: [json.loads(l) for l in open(d / f"shards-{p}.jsonl")]
+  assert reads(tmp_path / "two", 0) == [{"shards": [0], "count": 2}] * 3
+  assert reads(tmp_path / "two", 1) == [{"shards": [1], "count": 2}] * 3
+  assert reads(tmp_path / "one", 0) == [{"shards": [0, 1], "count": 2}] * 3
   one, two = tmp_path / "one" / "run", tmp_path / "two" / "run"
   for job in ("sft", "distill", "grpo"):
     va, vb = load_model(one / job / "model", ModelConfig)[1], load_model(two / job / "model", ModelConfig)[1]

@@ -45,7 +45,7 @@ def test_smoke_run_writes_the_report(tmp_path):
     assert 0.0 <= json.load(f)["pass@1_greedy"] <= 1.0
 
 
-def _small(mesh):
+def _small(mesh, input_shards=0):
   c = r1_zero_config.get_config("runlocal")
   c.num_train_problems, c.num_eval_problems = 64, 16
   c.pretrain.update(num_steps=4, log_every=1, checkpoint_every=2)
@@ -53,6 +53,7 @@ def _small(mesh):
   c.rl.update(num_steps=2, checkpoint_every=1)
   c.rl.eval.update(num_examples=16, batch_size=8)
   c.eval.update(num_examples=16, batch_size=8)
+  c.pretrain.input_shards = c.rl.input_shards = input_shards
   c.mesh.update(mesh)
   return c
 
@@ -67,7 +68,8 @@ def test_the_main_job_on_a_mesh_gives_the_one_device_metrics(tmp_path):
   """--config.mesh.data=2 --config.mesh.expert=4 on 8 fake devices: every stage runs on the mesh (routed
   experts exchanged by all-to-all) and each step's metrics equal the one-device run's to float rounding."""
   from r1jax.stages import r1_zero
-  one = r1_zero.run(_small({}), str(tmp_path / "one"))
+  # On the mesh each of the 2 data slices reads its own input shard: the one-device run reads the same 2.
+  one = r1_zero.run(_small({}, input_shards=2), str(tmp_path / "one"))
   eight = r1_zero.run(_small({"data": 2, "expert": 4}), str(tmp_path / "eight"))
   assert one["final"]["pass@1_sampled"] == eight["final"]["pass@1_sampled"]
   assert one["base"]["samples"] == eight["base"]["samples"] and one["final"]["samples"] == eight["final"]["samples"]

@@ -66,6 +66,9 @@ def test_bad_inputs_fail_before_training(setup, tmp_path):
   c.sft.batch_size = 0
   with pytest.raises(ConfigFieldError, match="config.sft: LMStageConfig.batch_size=0"):
     standalone.run_sft(c, str(tmp_path / "x"))
+  c.sft.batch_size, c.sft.input_shards = 16, 5
+  with pytest.raises(ConfigFieldError, match="config.sft: LMStageConfig.input_shards=5: .* divisor of batch_size=16"):
+    standalone.run_sft(c, str(tmp_path / "x"))
   bad = tmp_path / "bad.jsonl"
   bad.write_text(open(data).readline() + "{not json\n")
   c = sft_config.get_config()
@@ -162,7 +165,8 @@ def test_every_job_on_a_mesh_gives_the_one_device_results(setup, tmp_path, monke
   models loaded onto it, routed experts split 4 ways) and writes what the one-device job writes: the same
   per-step metrics and exported variables to float rounding, the same traces and evaluation reports."""
   from r1jax.stages import evaluate
-  one = _jobs.jobs_on({}, setup, tmp_path / "one")
+  # On the mesh each of the 2 data slices reads its own input shard: the one-device run reads the same 2.
+  one = _jobs.jobs_on({}, setup, tmp_path / "one", input_shards=2)
   meshes = []                                    # the mesh each stage function was handed
 
   def spy(module, name):
