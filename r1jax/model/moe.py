@@ -338,8 +338,14 @@ def _exchange_local(x_td, idx_tk, w_tk, token_mask_t, wg, wu, wd, *, axis, ep: i
   x_recv = jax.lax.all_to_all(x_send.reshape(ep, capacity, d), axis, 0, 0)   # [source shard, slot, D]
   e_recv = jax.lax.all_to_all(e_send.reshape(ep, capacity), axis, 0, 0).reshape(rows)
   valid = e_recv < e_local
-  y_recv = _sorted_dropless(x_recv.reshape(rows, d), jnp.minimum(e_recv, e_local - 1)[:, None],
-                            jnp.ones((rows, 1), jnp.float32), valid, wg, wu, wd, block)
+  if e_local == 1:
+    # One local expert: every received row is its input, so one matmul over the buffer with no sorting and
+    # no block padding (rows of empty slots are zeros and are never combined on the way back).
+    x_rows = jnp.where(valid[:, None], x_recv.reshape(rows, d), 0)
+    y_recv = swiglu(x_rows, stack_gate_up(wg, wu)[0], wd[0], "RD,DF->RF", "RF,FD->RD")
+  else:
+    y_recv = _sorted_dropless(x_recv.reshape(rows, d), jnp.minimum(e_recv, e_local - 1)[:, None],
+                              jnp.ones((rows, 1), jnp.float32), valid, wg, wu, wd, block)
   y_back = jax.lax.all_to_all(y_recv.astype(x_td.dtype).reshape(ep, capacity, d), axis, 0, 0)
   y = _combine(y_back.reshape(rows, d), row_of_slot, slot_of_row, w_tk)
   routed = jnp.sum(s_flat < ep)
