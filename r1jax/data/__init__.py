@@ -11,7 +11,9 @@ not imported here so the tokenizer/pipeline API stays importable on its own.
 from r1jax.data.hf_tokenizer import HFTokenizer
 from r1jax.data.jsonl import JsonlError, JsonlSource
 from r1jax.data.pipeline import (
+    ShardedBatches,
     as_source,
+    concat_batches,
     packed_lm_batches,
     packed_lm_dataset,
     prompt_batches,
@@ -41,4 +43,5 @@ __all__ = [
     "TEMPLATES", "PromptTemplate", "ChatTemplate", "get_template", "render_chat", "response_prefix",
     "JsonlSource", "JsonlError",
     "as_source", "prompt_batches", "prompt_dataset", "packed_lm_batches", "packed_lm_dataset",
+    "ShardedBatches", "concat_batches",
 ]
