@@ -21,6 +21,8 @@ CORE = [
     "antlr4-python3-runtime==4.13.2",
     # tokenizer.json of Hugging Face model directories (r1jax.data.HFTokenizer); a small wheel, no torch.
     "tokenizers>=0.20",
+    # The Jinja chat templates of Hugging Face models (rendered sandboxed, r1jax.data.templates).
+    "jinja2>=3.1",
 ]
 
 # What executing colabs/ needs: the paired .py <-> .ipynb (jupytext), a kernel and a headless runner.

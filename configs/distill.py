@@ -22,9 +22,10 @@ def get_config(arg: str | None = None):
   c = ml_collections.ConfigDict()
   # Inputs (required unless marked optional).
   c.data = ""                              # comma-separated JSONL trace files (the teacher's)
-  c.tokenizer = ""                         # the SentencePiece .model file shared by teacher and student
-  c.teacher = ""                           # the exported teacher model directory
-  c.student_init = ""                      # optional: an exported student to start from (empty: `student`)
+  c.teacher = ""                           # the teacher: an export, hf:DIR or orbax:DIR
+  c.tokenizer = ""                         # optional: the tokenizer teacher and student share (empty: the teacher's)
+  c.student_init = ""                      # optional: a student to start from (empty: `student` from scratch)
+  c.export_hf = False                      # also write the student as a Hugging Face directory, WORKDIR/hf
 
   c.student = preset_fields("cpu_qwen2")   # used only without `student_init`
   steps = 10 if runlocal else 150

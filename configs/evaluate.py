@@ -18,9 +18,9 @@ def get_config(arg: str | None = None):
   arg = config_argument(arg, ("runlocal",), "configs/evaluate.py")
   runlocal = arg == "runlocal"
   c = ml_collections.ConfigDict()
-  # Inputs (required).
-  c.models = ""                                        # name=DIR,name=DIR,...: exported models, in table order
-  c.tokenizer = ""                                     # the SentencePiece .model file they were trained with
+  # Inputs (required unless marked optional).
+  c.models = ""                                        # name=DIR,name=hf:DIR,...: the models, in table order
+  c.tokenizer = ""                                     # optional: empty = each model's own
 
   c.seed = 0                                           # which problems are drawn (procedural tasks)
 

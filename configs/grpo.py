@@ -19,9 +19,11 @@ def get_config(arg: str | None = None):
   runlocal = arg == "runlocal"
   base = r1_zero.get_config(arg)
   c = ml_collections.ConfigDict()
-  # Inputs (required).
-  c.init = ""                                   # the exported model to start from (and the reference policy)
-  c.tokenizer = ""                              # the SentencePiece .model file it was trained with
+  # Inputs (required unless marked optional).
+  c.init = ""                                   # the model to start from (and the reference policy): an
+                                                # export, hf:DIR or orbax:DIR
+  c.tokenizer = ""                              # optional: empty = the one that comes with the model
+  c.export_hf = False                           # also write the policy as a Hugging Face directory, WORKDIR/hf
 
   c.seed = 0
   c.task = base.task.to_dict()                  # r1jax.data.tasks.get(name, **rest)

@@ -20,9 +20,9 @@ def get_config(arg: str | None = None):
   arg = config_argument(arg, ("runlocal",), "configs/rejection_sample.py")
   runlocal = arg == "runlocal"
   c = ml_collections.ConfigDict()
-  # Inputs (required).
-  c.model = ""                                           # the exported model directory to sample from
-  c.tokenizer = ""                                       # the SentencePiece .model file it was trained with
+  # Inputs (required unless marked optional).
+  c.model = ""                                           # the model to sample from: export, hf:DIR, orbax:DIR
+  c.tokenizer = ""                                       # optional: empty = the one that comes with the model
 
   c.seed = 0                                             # which problems are drawn
   c.task = dict(name="arithmetic", digits=2, ops="+")   # r1jax.data.tasks.get(name, **rest)

@@ -20,8 +20,11 @@ def get_config(arg: str | None = None):
   c = ml_collections.ConfigDict()
   # Inputs (required unless marked optional).
   c.data = ""                          # comma-separated JSONL trace files
-  c.tokenizer = ""                     # the SentencePiece .model file
-  c.init = ""                          # optional: the exported model to fine-tune (empty: `model` from scratch)
+  c.init = ""                          # optional: the model to fine-tune: an export, hf:DIR or orbax:DIR (empty:
+                                       # `model` from scratch)
+  c.tokenizer = ""                     # optional with `init`: its own; else a SentencePiece .model file or a
+                                       # directory with tokenizer.json
+  c.export_hf = False                  # also write the result as a Hugging Face directory, WORKDIR/hf
 
   c.model = preset_fields("cpu_moe")   # used only without `init`
   steps = 10 if runlocal else 150

@@ -54,8 +54,11 @@ def _to_host(x) -> np.ndarray:
 
 
 def save_model(path: str | os.PathLike, cfg: _Config, variables: Any,
-               metadata: Mapping[str, Any] | None = None) -> str:
+               metadata: Mapping[str, Any] | None = None, files: Mapping[str, str] | None = None) -> str:
   """Writes cfg + variables (+ JSON metadata) to `path`, replacing nothing: the path must not exist yet.
+
+  files: {name: file or directory} copied into the export under `name` before it is complete (e.g. the
+  tokenizer the model uses); names of the export's own entries are refused.
 
   In a multi-process job every process calls it: the variables are gathered to host arrays (a model
   directory holds no device layout, so any mesh can load it), Orbax writes them once, process 0 writes
@@ -63,6 +66,11 @@ def save_model(path: str | os.PathLike, cfg: _Config, variables: Any,
   path = os.path.abspath(os.fspath(path))
   if is_model(path):
     raise FileExistsError(f"{path} already holds an exported model")
+  files = dict(files or {})
+  clash = sorted(set(files) & {_CONFIG, _META, _VARS})
+  if clash or any(os.sep in n or n in ("", ".", "..") for n in files):
+    raise ValueError(f"save_model files: bad name(s) {clash or sorted(files)}: plain names other than "
+                     f"{_CONFIG}, {_META}, {_VARS}")
   primary = jax.process_index() == 0
   tmp = path + ".tmp"
   if primary:
@@ -78,6 +86,8 @@ def save_model(path: str | os.PathLike, cfg: _Config, variables: Any,
       json.dump(cfg.to_dict(), f, indent=1)
     with open(os.path.join(tmp, _META), "w") as f:
       json.dump(dict(metadata or {}), f, indent=1, default=str)
+    for name, src in files.items():
+      (shutil.copytree if os.path.isdir(src) else shutil.copy2)(src, os.path.join(tmp, name))
     shutil.rmtree(path, ignore_errors=True)          # an incomplete leftover, never a finished model
     os.replace(tmp, path)
   _sync(f"save_model done {path}")

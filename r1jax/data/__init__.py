@@ -22,8 +22,12 @@ from r1jax.data.pipeline import (
 from r1jax.data.templates import (
     TEMPLATES,
     ChatTemplate,
+    ModelChatTemplate,
     PromptTemplate,
+    check_template,
     get_template,
+    render_model_chat,
+    template_names,
     render_chat,
     response_prefix,
 )
@@ -41,6 +45,7 @@ __all__ = [
     "ANSWER_CLOSE", "ANSWER_OPEN", "TAGS", "THINK_CLOSE", "THINK_OPEN",
     "Tokenizer", "SentencePieceTokenizer", "HFTokenizer",
     "TEMPLATES", "PromptTemplate", "ChatTemplate", "get_template", "render_chat", "response_prefix",
+    "ModelChatTemplate", "check_template", "render_model_chat", "template_names",
     "JsonlSource", "JsonlError",
     "as_source", "prompt_batches", "prompt_dataset", "packed_lm_batches", "packed_lm_dataset",
     "ShardedBatches", "concat_batches",

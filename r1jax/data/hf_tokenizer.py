@@ -11,14 +11,18 @@ What is read from the model directory:
                           back to special_tokens_map.json;
   generation_config.json  eos_token_id (an int or a list): what `generate` stops on. The first one is
                           `eos_id` and all of them are in `stop_ids` (Qwen2.5-Instruct stops on both
-                          <|im_end|> and <|endoftext|>).
+                          <|im_end|> and <|endoftext|>);
+  chat template           tokenizer_config.json's chat_template (or chat_template.jinja beside it, as newer
+                          transformers save it): `chat_template`, what the "chat" prompt templates render
+                          (r1jax.data.templates).
 
 Conventions (as in the Tokenizer protocol): `encode` never adds special tokens by itself (the tokenizer's
 post-processor is bypassed; bos/eos come only from add_bos/add_eos), and `decode` renders pad/bos/eos as ""
 and keeps every other token, special or not, so tags such as <think> stay visible to the rewards.
 
 Tokenizers without a BOS token (Qwen2.5, Qwen3) report `bos_id = None`, and `encode(add_bos=True)` adds
-nothing, which is what transformers does for them.
+nothing, which is what transformers does for them. A text that already starts with the BOS token (a chat
+template that prints it) gets no second one.
 """
 from __future__ import annotations
 
@@ -45,7 +49,7 @@ class HFTokenizer:
 
   def __init__(self, tokenizer_json: str, *, bos_token: str | None = None, eos_token: str | None = None,
                pad_token: str | None = None, eos_token_ids: Sequence[int] = (),
-               extra_stop_pieces: Sequence[str] = ()):
+               extra_stop_pieces: Sequence[str] = (), chat_template: str | None = None):
     """Wraps a serialized tokenizer.json.
 
     Args:
@@ -55,6 +59,7 @@ class HFTokenizer:
       pad_token: the padding piece; None = pad with eos.
       eos_token_ids: generation_config.json's eos_token_id(s); the first is `eos_id`, all stop generation.
       extra_stop_pieces: further pieces that end generation, e.g. ("</answer>",).
+      chat_template: the model's Jinja chat template, if it has one.
 
     Raises:
       ValueError: no EOS is known, or a named special token is not in the vocabulary.
@@ -63,7 +68,9 @@ class HFTokenizer:
     import tokenizers   # here, not at import: r1jax.data and the CPU experiments never need it
     self._tok = tokenizers.Tokenizer.from_str(tokenizer_json)
     self._args = dict(bos_token=bos_token, eos_token=eos_token, pad_token=pad_token,
-                      eos_token_ids=tuple(int(i) for i in eos_token_ids), extra_stop_pieces=tuple(extra_stop_pieces))
+                      eos_token_ids=tuple(int(i) for i in eos_token_ids), extra_stop_pieces=tuple(extra_stop_pieces),
+                      chat_template=chat_template)
+    self.chat_template = chat_template or None
     vocab = self._tok.get_vocab(with_added_tokens=True)
     # Added tokens can sit past the base vocabulary: the id range, not the count, is what callers need.
     self._vocab_size = max(vocab.values()) + 1 if vocab else 0
@@ -81,6 +88,9 @@ class HFTokenizer:
     stops += [self.token_id(p) for p in extra_stop_pieces]
     self._stop_ids = tuple(dict.fromkeys(stops))  # dedupe, keep order
     self._hidden = {i for i in (self._pad_id, self._bos_id, self._eos_id) if i is not None}
+    # The special tokens as text, for chat templates that print them.
+    self.bos_token = bos_token
+    self.eos_token = eos_token if eos_token is not None else self._tok.id_to_token(self._eos_id)
 
   def _special(self, field: str, piece: str) -> int:
     i = self._tok.token_to_id(piece)
@@ -96,11 +106,16 @@ class HFTokenizer:
       raise FileNotFoundError(f"{d}: no tokenizer.json (slow, vocab-file-only tokenizers are not supported)")
     config = {**_read_json(d / "special_tokens_map.json"), **_read_json(d / "tokenizer_config.json")}
     gen = _read_json(d / "generation_config.json")
+    chat = config.get("chat_template")
+    if isinstance(chat, list):                       # [{"name": ..., "template": ...}]: the default one
+      chat = {t.get("name"): t.get("template") for t in chat}.get("default")
+    if (d / "chat_template.jinja").exists():
+      chat = (d / "chat_template.jinja").read_text(encoding="utf-8")
     eos_ids = gen.get("eos_token_id")
     eos_ids = [] if eos_ids is None else ([eos_ids] if isinstance(eos_ids, int) else list(eos_ids))
     return cls((d / "tokenizer.json").read_text(encoding="utf-8"), bos_token=_content(config.get("bos_token")),
                eos_token=_content(config.get("eos_token")), pad_token=_content(config.get("pad_token")),
-               eos_token_ids=eos_ids, extra_stop_pieces=extra_stop_pieces)
+               eos_token_ids=eos_ids, extra_stop_pieces=extra_stop_pieces, chat_template=chat)
 
   # --- Tokenizer interface ----------------------------------------------------------------------
 
@@ -128,7 +143,7 @@ class HFTokenizer:
     # add_special_tokens=False: the tokenizer's post-processor (e.g. a TemplateProcessing that prepends
     # BOS) must not add anything behind the caller's back.
     ids = self._tok.encode(text, add_special_tokens=False).ids
-    if add_bos and self._bos_id is not None:
+    if add_bos and self._bos_id is not None and ids[:1] != [self._bos_id]:
       ids = [self._bos_id] + ids
     if add_eos:
       ids = ids + [self._eos_id]

@@ -140,8 +140,9 @@ class _EncodePrompt:
                          f"{prompt[:200]!r}")
       # Keep the end (the question's end and the cue to answer, as TRL's left truncation does) and
       # keep bos: a model trained with bos at position 0 misbehaves without it.
-      keep = self.max_prompt_len - (1 if self.add_bos else 0)
-      ids = ([ids[0]] if self.add_bos else []) + ids[len(ids) - keep:]
+      bos = self.tokenizer.bos_id
+      head = ids[:1] if bos is not None and ids[:1] == [bos] else []   # tokenizers without BOS keep none
+      ids = head + ids[len(ids) - (self.max_prompt_len - len(head)):]
     return {"ids": np.asarray(ids, np.int32), "truncated": truncated, "prompt": prompt,
             "example": dict(example)}
 
@@ -196,7 +197,7 @@ def prompt_dataset(
   if batch_size < 1 or max_prompt_len < 1 + int(add_bos):
     raise ValueError(f"need batch_size >= 1 and max_prompt_len >= {1 + int(add_bos)}, got "
                      f"{batch_size}, {max_prompt_len}")
-  template_fn = get_template(template)
+  template_fn = get_template(template, tokenizer)
   source = as_source(examples, required_fields=(question_field,))
   # Fail at construction, not at the first step of a long job, on the commonest mistake.
   _check_fields(source[0], (question_field,), "prompt_batches")
@@ -272,12 +273,13 @@ class _EncodeLM(grain.experimental.FlatMapTransform):
     bos = [tok.bos_id] if self.add_bos and tok.bos_id is not None else []   # Qwen has no BOS
     eos = [tok.eos_id] if self.add_eos else []
     if isinstance(x, str) or (isinstance(x, Mapping) and "text" in x):
-      ids = bos + tok.encode(x if isinstance(x, str) else x["text"]) + eos
+      # encode adds the BOS (none when the text starts with it, e.g. rendered by a chat template)
+      ids = tok.encode(x if isinstance(x, str) else x["text"], add_bos=bool(bos)) + eos
       return ids, [1] * len(ids)
     if isinstance(x, Mapping) and "completion" in x and ("prompt" in x or (
         self.template is not None and "question" in x)):
       prompt = x["prompt"] if "prompt" in x else self.template(x["question"])
-      p = bos + tok.encode(prompt)
+      p = tok.encode(prompt, add_bos=bool(bos))
       c = tok.encode(x["completion"]) + eos
       return p + c, [0] * len(p) + [1] * len(c)
     keys = sorted(x) if isinstance(x, Mapping) else type(x).__name__
@@ -345,7 +347,7 @@ def packed_lm_dataset(
                      f"{overflow!r}")
   if batch_size < 1 or seq_len < 1:
     raise ValueError(f"need batch_size >= 1 and seq_len >= 1, got {batch_size}, {seq_len}")
-  template_fn = None if template is None else get_template(template)
+  template_fn = None if template is None else get_template(template, tokenizer)
   source = as_source(examples)
   encode = _EncodeLM(tokenizer, seq_len, template_fn, add_bos, add_eos, overflow)
   encode._tokens_and_mask(source[0])  # Fail now on a wrong example format, not mid-run.

@@ -142,7 +142,7 @@ def evaluate(cfg, variables, tokenizer, examples: Sequence[Mapping[str, Any]], e
   if not examples:
     raise ValueError("evaluate needs at least one example")
   variables = place_variables(cfg, variables, mesh)              # e.g. a loaded checkpoint, onto the mesh
-  tmpl = get_template(template)
+  tmpl = get_template(template, tokenizer)
   prefix = response_prefix(tmpl)
   bs = min(ec.batch_size, len(examples))
   it = prompt_batches(examples, tokenizer, tmpl, batch_size=bs, max_prompt_len=ec.max_prompt_len,

@@ -3,7 +3,9 @@
     reports = run(c, {"base": "runs/r1/pretrain/model", "r1_zero": "runs/r1/r1_zero/model"},
                   "runs/r1/tokenizer.model", "runs/r1/eval")   # c: configs/evaluate.py's get_config()
 
-Models are directories written by `r1jax.checkpoint.save_model`. Writes to the output directory:
+Models are exports (`r1jax.checkpoint.save_model`), Hugging Face directories (hf:DIR) or Orbax conversions
+(orbax:DIR), see r1jax.stages.models; each is evaluated with the tokenizer given, or, with none, the one that
+came with it (so models with different tokenizers can share a table). Writes to the output directory:
 <name>.json per model (a cache: a rerun skips models already evaluated with the same settings, so a
 killed run resumes), results.json (every report), results.md (the table) and results.png (a bar chart of
 the rates). The R1 pipeline calls `run`; the command line, `python -m experiments.evaluate`, calls
@@ -19,16 +21,15 @@ import re
 
 from absl import logging
 
-from r1jax.checkpoint import is_model, load_config, load_model
-from r1jax.config_utils import ConfigFieldError, build, input_path
-from r1jax.data import SentencePieceTokenizer, get_template
+from r1jax.config_utils import ConfigFieldError, build
+from r1jax.data import check_template
 from r1jax.data.jsonl import write_json
 from r1jax.data import tasks
 from r1jax.eval import EvalConfig, evaluate
 from r1jax.eval.report import eval_columns, eval_table, is_percent, plot_bars
-from r1jax.model import ModelConfig
 from r1jax.sharding import distributed
 from r1jax.sharding.mesh import mesh_from_config
+from r1jax.stages import models as model_sources
 
 # results.json / .md / .png live beside the per-model caches, so a model may not take these names.
 _RESERVED = frozenset({"results"})
@@ -48,8 +49,9 @@ def parse_models(spec: str) -> dict[str, str]:
   return models
 
 
-MODELS = "name=DIR,name=DIR,...: the exported model directories to evaluate, in table order"
-TOKENIZER = "the SentencePiece .model file the models were trained with"
+MODELS = "name=DIR,name=hf:DIR,...: the models to evaluate (exports, hf:DIR, orbax:DIR), in table order"
+TOKENIZER = "the tokenizer the models use (a SentencePiece .model file or a directory with tokenizer.json); " \
+            "empty: each model's own"
 
 
 def config_inputs(c) -> tuple[dict[str, str], str]:
@@ -60,17 +62,26 @@ def config_inputs(c) -> tuple[dict[str, str], str]:
   models = parse_models(c.models)
   if not models:
     raise ConfigFieldError(f"config.models is required: {MODELS} (set --config.models=base=DIR1,r1=DIR2)")
-  for name, path in models.items():
+  for name, ref in models.items():                   # every path exists, then each is a model
+    path = ref.partition(":")[2] if ref.partition(":")[0] in model_sources.KINDS else ref
     if not os.path.exists(path):
-      raise FileNotFoundError(f"config.models: model {name!r}: {path!r} does not exist")
-  return models, input_path(c, "tokenizer", TOKENIZER)
+      raise FileNotFoundError(f"config.models: model {name!r}: {ref!r} does not exist")
+  sources = {name: model_sources.parse(ref, f"config.models: model {name!r}") for name, ref in models.items()}
+  tokenizer = str(c.get("tokenizer", "") or "").strip()
+  if tokenizer and not os.path.exists(tokenizer):
+    raise FileNotFoundError(f"config.tokenizer={tokenizer!r} does not exist ({TOKENIZER})")
+  for name, source in sources.items():
+    if not tokenizer and source.tokenizer_path() is None:
+      raise ConfigFieldError(f"config.tokenizer is empty and model {name!r} ({source.ref}) carries no tokenizer: "
+                             f"{TOKENIZER} (set --config.tokenizer=PATH)")
+  return models, tokenizer
 
 
 def validate_config(c):
   """(EvalConfig, task) of the config's evaluation fields (eval, template, task, split)."""
   ec = build(EvalConfig, c.eval, "config.eval")
-  get_template(c.template)
-  task = tasks.get(c.task.name, **{k: v for k, v in c.task.items() if k != "name"})
+  check_template(c.template)
+  task = tasks.from_config(c.task)
   if c.split not in task.splits:
     raise ValueError(f"config.split={c.split!r}: task {c.task.name!r} has splits {list(task.splits)}")
   return ec, task
@@ -80,8 +91,8 @@ def validate(c, models: dict[str, str], tokenizer_path: str):
   """Checks everything a run needs before any model is loaded or compiled.
 
   Returns (EvalConfig, task). Raises ConfigFieldError for a bad config field, ValueError for a bad
-  model name or an unknown task, FileNotFoundError naming the model whose directory is not a finished
-  export (or a missing tokenizer).
+  model name or an unknown task, FileNotFoundError naming the model that is not a finished export, Hugging
+  Face or Orbax directory, or the missing tokenizer (tokenizer_path "" = each model's own).
   """
   ec, task = validate_config(c)
   if not models:
@@ -90,17 +101,18 @@ def validate(c, models: dict[str, str], tokenizer_path: str):
     if not _NAME.fullmatch(name) or name in _RESERVED:
       raise ValueError(f"model name {name!r}: use letters, digits and _.+- (it names {name}.json), "
                        f"not {sorted(_RESERVED)}")
-    if not is_model(path):
-      raise FileNotFoundError(f"model {name!r}: {path} is not an exported r1jax model "
-                              "(r1jax.checkpoint.save_model writes model_config.json + variables/)")
-  if not os.path.isfile(tokenizer_path):
+    source = model_sources.parse(path, f"model {name!r}")
+    if not tokenizer_path and source.tokenizer_path() is None:
+      raise ConfigFieldError(f"model {name!r} ({source.ref}) carries no tokenizer and none is given "
+                             "(set --config.tokenizer=PATH)")
+  if tokenizer_path and not os.path.exists(tokenizer_path):
     raise FileNotFoundError(f"tokenizer {tokenizer_path} does not exist")
   return ec, task
 
 
-def _setup(c, ec: EvalConfig, model_dir: str, tokenizer_path: str) -> dict:
+def _setup(c, ec: EvalConfig, model: str, tokenizer_path: str) -> dict:
   """What a cached report depends on besides the model's weights; a changed setup is re-evaluated."""
-  return {"model_dir": os.path.abspath(model_dir), "tokenizer": os.path.abspath(tokenizer_path),
+  return {"model_dir": model, "tokenizer": os.path.abspath(tokenizer_path),
           "task": c.task.to_dict(), "split": c.split, "num_problems": c.num_problems, "seed": c.seed,
           "template": c.template, "eval": dataclasses.asdict(ec)}
 
@@ -125,27 +137,26 @@ def run_from_config(c, workdir: str) -> dict:
 
 
 def run(c, models: dict[str, str], tokenizer_path: str, out_dir: str, *, mesh=None) -> dict:
-  """Evaluates each model (name -> exported model dir) on c's split, on `mesh` (None: one device); returns
-  name -> report."""
+  """Evaluates each model (name -> export dir, hf:DIR or orbax:DIR) on c's split with the tokenizer at
+  tokenizer_path ("": each model's own), on `mesh` (None: one device); returns name -> report."""
   ec, task = validate(c, models, tokenizer_path)                      # fail fast, before any work
-  tok = SentencePieceTokenizer.load(tokenizer_path)
-  for name, path in models.items():                                   # still cheap: config JSON only
-    vocab = load_config(path, ModelConfig).vocab_size
-    if vocab < tok.vocab_size:
-      raise ValueError(f"model {name!r} ({path}) has vocab_size {vocab} < the tokenizer's {tok.vocab_size}: "
-                       "was it trained with another tokenizer?")
+  sources = {name: model_sources.parse(ref, f"model {name!r}") for name, ref in models.items()}
+  tok_paths = {name: tokenizer_path or s.tokenizer_path() for name, s in sources.items()}
+  toks = {p: model_sources.load_tokenizer(p) for p in set(tok_paths.values())}
+  for name, source in sources.items():                                # still cheap: config JSON only
+    model_sources.check_vocab(toks[tok_paths[name]], source.config(), f"{name} ({source.ref})", tok_paths[name])
   if distributed.is_writer():
     os.makedirs(out_dir, exist_ok=True)
   examples = list(task.examples(c.split, seed=c.seed, num=c.num_problems))
 
   reports = {}
-  for name, path in models.items():
+  for name, source in sources.items():
     cache = os.path.join(out_dir, f"{name}.json")
-    setup = _setup(c, ec, path, tokenizer_path)
+    setup = _setup(c, ec, source.ref, tok_paths[name])
     report = _read_cache(cache, setup)
     if report is None:
-      cfg, variables, metadata = load_model(path, ModelConfig)
-      report = evaluate(cfg, variables, tok, examples, ec, template=c.template, mesh=mesh)
+      cfg, variables, metadata = source.load(mesh=mesh)
+      report = evaluate(cfg, variables, toks[tok_paths[name]], examples, ec, template=c.template, mesh=mesh)
       report.update(eval_setup=setup, model_metadata=metadata)
       if distributed.is_writer():                                   # process 0 writes a multi-process job's files
         write_json(cache, report)

@@ -12,12 +12,13 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from r1jax.checkpoint import is_model, load_model, save_model
+from r1jax.checkpoint import is_model, save_model
 from r1jax.data import SentencePieceTokenizer
 from r1jax.model import ModelConfig
 from r1jax.sharding import distributed
 from r1jax.stages.grpo import RLStageConfig, run_rl_stage
 from r1jax.stages.lm import LMStageConfig, run_lm_stage
+from r1jax.stages.models import ModelSource, as_source
 from r1jax.stages.rejection import read_traces
 
 
@@ -50,35 +51,42 @@ def sft_data(paths) -> list[dict]:
 
 
 def lm_stage(stage_dir: str, model_cfg: ModelConfig, sc: LMStageConfig, examples: Any, tok, *,
-             init: str | None = None, teacher: str | None = None, metadata: Mapping | None = None,
-             mesh=None) -> str:
+             init: ModelSource | str | None = None, teacher: ModelSource | str | None = None,
+             metadata: Mapping | None = None, mesh=None, files: Mapping[str, str] | None = None) -> str:
   """Pretraining / SFT / distillation into stage_dir; returns the exported model dir.
 
-  init: exported model to start from (None: random init); teacher: exported teacher for token-level KD;
-  mesh: the device mesh the stage runs on (None: one device).
+  init: the model to start from (an export, hf:DIR or orbax:DIR; r1jax.stages.models; None: random init);
+  teacher: the teacher for token-level KD; mesh: the device mesh the stage runs on (None: one device);
+  files: what the export carries besides the model (r1jax.stages.models.export_files: the tokenizer).
   """
   out = model_dir(stage_dir)
   if is_model(out):
     return out
   init_vars = None
   if init is not None:
-    init_cfg, init_vars, _ = load_model(init, ModelConfig)
+    init = as_source(init)
+    init_cfg, init_vars, _ = init.load(mesh=mesh)
     if init_cfg != model_cfg:
-      raise ValueError(f"{init}: its model config differs from the stage's ({stage_dir})")
-  teacher_pair = load_model(teacher, ModelConfig)[:2] if teacher is not None and sc.distill.token_level else None
+      raise ValueError(f"{init.ref}: its model config differs from the stage's ({stage_dir})")
+  teacher = as_source(teacher) if teacher is not None else None
+  teacher_pair = teacher.load(mesh=mesh)[:2] if teacher is not None and sc.distill.token_level else None
   variables = run_lm_stage(model_cfg, sc, examples=examples, tokenizer=tok, workdir=stage_dir,
                            initial_variables=init_vars, teacher=teacher_pair, mesh=mesh)
-  return save_model(out, model_cfg, variables, metadata={"init": init, "teacher": teacher, **dict(metadata or {})})
+  ref = lambda m: m.ref if m is not None else None
+  return save_model(out, model_cfg, variables, files=files,
+                    metadata={"init": ref(init), "teacher": ref(teacher), **dict(metadata or {})})
 
 
-def rl_stage(stage_dir: str, sc: RLStageConfig, init: str, tok, train: Sequence, test: Sequence | None, *,
-             metadata: Mapping | None = None, mesh=None) -> str:
-  """GRPO from the exported model `init` into stage_dir (on `mesh`, None: one device); returns the exported
-  model dir."""
+def rl_stage(stage_dir: str, sc: RLStageConfig, init: ModelSource | str, tok, train: Sequence,
+             test: Sequence | None, *, metadata: Mapping | None = None, mesh=None,
+             files: Mapping[str, str] | None = None) -> str:
+  """GRPO from the model `init` (an export, hf:DIR or orbax:DIR) into stage_dir (on `mesh`, None: one
+  device); returns the exported model dir, which carries `files` (the tokenizer) as lm_stage's does."""
   out = model_dir(stage_dir)
   if is_model(out):
     return out
-  cfg, variables, _ = load_model(init, ModelConfig)
+  init = as_source(init)
+  cfg, variables, _ = init.load(mesh=mesh)
   variables = run_rl_stage(cfg, sc, initial_variables=variables, tokenizer=tok, train_examples=train,
                            eval_examples=test, workdir=stage_dir, mesh=mesh)
-  return save_model(out, cfg, variables, metadata={"init": init, **dict(metadata or {})})
+  return save_model(out, cfg, variables, files=files, metadata={"init": init.ref, **dict(metadata or {})})

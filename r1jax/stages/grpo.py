@@ -148,7 +148,7 @@ def run_rl_stage(model_cfg: ModelConfig, sc: RLStageConfig, *, initial_variables
   With a `mesh`, the variables, optimizer state and reference are sharded by the rules table, rollouts
   and evaluation sample over the mesh, and each update's batch is split along the batch axes."""
   # --- setup
-  template = get_template(sc.template)
+  template = get_template(sc.template, tokenizer)
   scorer = RewardScorer(weights=dict(sc.reward_weights), options={n: dict(o) for n, o in sc.reward_options},
                         prefix=response_prefix(template), max_new_tokens=sc.max_new_tokens)
   settings = RolloutSettings(num_samples=sc.group_size, max_new_tokens=sc.max_new_tokens,

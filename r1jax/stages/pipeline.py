@@ -33,6 +33,7 @@ from r1jax.model import ModelConfig
 from r1jax.sharding import distributed
 from r1jax.sharding.mesh import mesh_from_config
 from r1jax.stages import evaluate, exported
+from r1jax.stages.models import SP_TOKENIZER
 from r1jax.stages.grpo import RLStageConfig
 from r1jax.stages.lm import LMStageConfig
 from r1jax.stages.rejection import TRACES, RejectionConfig, rejection_sample
@@ -89,7 +90,7 @@ def run(c, workdir: str) -> dict:
   mesh = mesh_from_config(c.get("mesh"))                               # every stage runs on it
   d = lambda name: os.path.join(workdir, name)
 
-  task = tasks.get(c.task.name, **{k: v for k, v in c.task.items() if k != "name"})
+  task = tasks.from_config(c.task)
   train = list(task.examples("train", seed=c.seed, num=c.num_train_problems))
   template = get_template(c.template)
   corpus = addition_corpus(train, template, modes=dict(c.corpus_modes), mixing=c.mixing.to_dict(), seed=c.seed)
@@ -97,6 +98,7 @@ def run(c, workdir: str) -> dict:
   tok_path = d("tokenizer.model")
   tok = exported.tokenizer(tok_path, [r["prompt"] + r["completion"] for r in corpus], **c.tokenizer)
   cfgs = validate(c, tok.vocab_size)
+  carry = {SP_TOKENIZER: tok_path}                                     # every export carries the tokenizer
   times = {}
 
   def timed(name, fn):
@@ -107,28 +109,30 @@ def run(c, workdir: str) -> dict:
 
   # 1. The MoE base, pretrained on the corpus.
   base = timed("pretrain", lambda: exported.lm_stage(d("pretrain"), cfgs["model"], cfgs["pretrain"], corpus, tok,
-                                                     mesh=mesh))
+                                                     mesh=mesh, files=carry))
   # 2. R1-Zero: GRPO with rule rewards only.
   r1_zero = timed("r1_zero", lambda: exported.rl_stage(d("r1_zero"), cfgs["r1_zero"], base, tok, train, None,
-                                                       mesh=mesh))
+                                                       mesh=mesh, files=carry))
   # 3. Cold start: rejection-sample R1-Zero, SFT the base on the readable traces.
   cold_data = timed("rs_cold", lambda: _rejection(d("rs_cold"), r1_zero, tok, train[:c.rs_cold.num_problems],
                                                   cfgs["rs_cold"], mesh))
   cold = timed("sft_cold", lambda: exported.lm_stage(d("sft_cold"), cfgs["model"], cfgs["sft_cold"], cold_data, tok,
-                                                     init=base, mesh=mesh))
+                                                     init=base, mesh=mesh, files=carry))
   # 4. RL round 2 with the language-consistency reward.
-  rl2 = timed("rl2", lambda: exported.rl_stage(d("rl2"), cfgs["rl2"], cold, tok, train, None, mesh=mesh))
+  rl2 = timed("rl2", lambda: exported.rl_stage(d("rl2"), cfgs["rl2"], cold, tok, train, None, mesh=mesh,
+                                               files=carry))
   # 5. Rejection-sample RL round 2; SFT on those traces gives R1.
   r1_data = timed("rs_r1", lambda: _rejection(d("rs_r1"), rl2, tok, train[:c.rs_r1.num_problems], cfgs["rs_r1"],
                                               mesh))
   r1 = timed("sft_r1", lambda: exported.lm_stage(d("sft_r1"), cfgs["model"], cfgs["sft_r1"], r1_data, tok,
-                                                 init=base if c.sft_r1_init == "base" else rl2, mesh=mesh))
+                                                 init=base if c.sft_r1_init == "base" else rl2, mesh=mesh,
+                                                 files=carry))
   # 6. Distillation: the dense student, without and with the teacher's traces.
   student_base = timed("student_pretrain", lambda: exported.lm_stage(
-      d("student_pretrain"), cfgs["student"], cfgs["student_pretrain"], corpus, tok, mesh=mesh))
+      d("student_pretrain"), cfgs["student"], cfgs["student_pretrain"], corpus, tok, mesh=mesh, files=carry))
   teacher = r1 if c.distill_teacher == "r1" else rl2
   student = timed("distill", lambda: exported.lm_stage(d("distill"), cfgs["student"], cfgs["distill"], r1_data, tok,
-                                                       init=student_base, teacher=teacher, mesh=mesh))
+                                                       init=student_base, teacher=teacher, mesh=mesh, files=carry))
   # 7. Evaluation of every model on the held-out split.
   models = {"pretrain": base, "r1_zero": r1_zero, "sft_cold": cold, "rl2": rl2, "sft_r1": r1,
             "student_pretrain": student_base, "distill": student}

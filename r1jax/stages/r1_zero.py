@@ -51,7 +51,7 @@ def run(c, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
   validate(c)                                                          # fail fast, before any work
   mesh = mesh_from_config(c.get("mesh"))
-  task = tasks.get(c.task.name, **{k: v for k, v in c.task.items() if k != "name"})
+  task = tasks.from_config(c.task)
   train = list(task.examples("train", seed=c.seed, num=c.num_train_problems))
   test = list(task.examples("test", seed=c.seed, num=c.num_eval_problems))
   template = get_template(c.template)

@@ -44,7 +44,7 @@ import numpy as np
 
 from r1jax.data.jsonl import JsonlSource, write_json
 from r1jax.data.pipeline import prompt_batches
-from r1jax.data.templates import get_template, response_prefix
+from r1jax.data.templates import check_template, get_template, response_prefix
 from r1jax.model.transformer import place_variables
 from r1jax.sharding import distributed
 from r1jax.sampling.rollout import RewardScorer, RolloutSettings, check_reward_names, rollout
@@ -88,7 +88,7 @@ class RejectionConfig:
       raise ValueError(f"RejectionConfig.prefer={self.prefer!r}: must be one of {PREFER}")
     if math.isnan(self.min_total):
       raise ValueError("RejectionConfig.min_total=nan: must be a number (-inf keeps any total)")
-    get_template(self.template)        # raises naming the known templates
+    check_template(self.template)      # raises naming the known templates
     check_reward_names("RejectionConfig", self.reward_weights, self.reward_options, self.max_new_tokens)
     weights = dict(self.reward_weights)
     for name, _ in self.min_rewards:
@@ -251,7 +251,7 @@ def rejection_sample(model_cfg, variables, tokenizer, examples: Sequence[Mapping
                        "outside the stage; delete it and its .progress.json to start over")
     os.truncate(out_path, size)          # drops a line half-written when the last run was killed
 
-  template = get_template(rc.template)
+  template = get_template(rc.template, tokenizer)
   scorer = RewardScorer(weights=dict(rc.reward_weights), options={n: dict(o) for n, o in rc.reward_options},
                         prefix=response_prefix(template), max_new_tokens=rc.max_new_tokens)
   settings = RolloutSettings(num_samples=rc.num_samples, max_new_tokens=rc.max_new_tokens,

@@ -1,18 +1,20 @@
 """The single-stage jobs: SFT, distillation, GRPO and rejection sampling over exported model directories.
 
     c = sft_config.get_config()                   # configs/sft.py
-    c.data, c.tokenizer = "runs/r1/rs_cold/traces.jsonl", "runs/r1/tokenizer.model"
-    c.init = "runs/r1/pretrain/model"
+    c.data, c.init = "runs/r1/rs_cold/traces.jsonl", "runs/r1/pretrain/model"   # or hf:DIR
     model_dir = run_sft(c, "runs/sft")
 
 One job per script: experiments/sft.py, distill.py, grpo.py and rejection_sample.py call `run_<job>(config,
 workdir)`. Every input is a config field (data, tokenizer, init, teacher, student_init, model), set on the
-command line as --config.<field>=PATH; the `mesh` section (sizes of data, fsdp, expert, tensor) is
+command line as --config.<field>=PATH; a model is an export, a Hugging Face directory (hf:DIR) or an Orbax
+conversion (orbax:DIR), and the tokenizer comes with it unless config.tokenizer names one
+(r1jax.stages.models); the `mesh` section (sizes of data, fsdp, expert, tensor) is
 the device mesh the job runs on. Each `run_<job>` first calls `validate_<job>`, which builds the
 config's dataclasses (a bad field fails before any data, tokenizer or model is loaded), then checks its
 inputs: an empty required field or a path that does not exist fails naming the field. The training jobs
 write DIR/checkpoints, DIR/metrics.jsonl and, when finished, the exported model DIR/model
-(r1jax.stages.exported): rerunning resumes a killed job and skips a finished one. Rejection sampling
+(r1jax.stages.exported), carrying its tokenizer, and with config.export_hf also DIR/hf, a Hugging Face
+directory: rerunning resumes a killed job and skips a finished one. Rejection sampling
 writes DIR/traces.jsonl (with traces.jsonl.progress.json and traces.jsonl.stats.json beside it, as the
 pipeline's rs_* stage directories) and resumes the same way (r1jax.stages.rejection).
 """
@@ -20,12 +22,11 @@ from __future__ import annotations
 
 import os
 
-from r1jax.checkpoint import is_model, load_config, load_model
-from r1jax.config_utils import ConfigFieldError, build, input_path, input_paths
-from r1jax.data import SentencePieceTokenizer, tasks
+from r1jax.config_utils import ConfigFieldError, build, input_paths
+from r1jax.data import tasks
 from r1jax.model import ModelConfig
 from r1jax.sharding.mesh import mesh_from_config
-from r1jax.stages import exported
+from r1jax.stages import exported, models
 from r1jax.stages.grpo import RLStageConfig
 from r1jax.stages.lm import LMStageConfig
 from r1jax.stages.rejection import TRACES, RejectionConfig, rejection_sample
@@ -34,17 +35,22 @@ from r1jax.train.distill import check_compatible
 # What each input field holds, for the errors of a missing or empty one.
 DATA = "comma-separated JSONL trace files, one {\"prompt\", \"completion\"} record per line, e.g. a " \
        "rejection-sampling workdir's traces.jsonl"
-TOKENIZER = "the SentencePiece .model file the models use, e.g. runs/r1/tokenizer.model"
+TOKENIZER = "the tokenizer the models use (a SentencePiece .model file or a directory with a Hugging Face " \
+            "tokenizer.json); empty: the one that comes with the model"
 
 
-def model_input(c, field: str, what: str, *, required: bool = True) -> str | None:
-  """The exported model directory in `c.<field>` (None when optional and empty), checked as input_path
-  does and, in addition, to be a finished export (r1jax.checkpoint.save_model)."""
-  path = input_path(c, field, what, required=required)
-  if path and not is_model(path):
-    raise FileNotFoundError(f"config.{field}={path!r} is not an exported r1jax model, as "
-                            f"r1jax.checkpoint.save_model writes (model_config.json + variables/): {what}")
-  return path or None
+def model_input(c, field: str, what: str, *, required: bool = True) -> models.ModelSource | None:
+  """The model named in `c.<field>` (an export, hf:DIR or orbax:DIR; r1jax.stages.models), checked before any
+  work; None when optional and empty."""
+  return models.from_config(c, field, what, required=required)
+
+
+def finish(c, workdir: str, model_dir: str) -> str:
+  """The job's result: its exported model, also written as a Hugging Face directory WORKDIR/hf when
+  config.export_hf is set (with the tokenizer files it carries)."""
+  if c.get("export_hf", False):
+    models.export_hf(model_dir, os.path.join(workdir, "hf"))
+  return model_dir
 
 
 # ------------------------------------------------------------------------------------------ SFT
@@ -63,15 +69,18 @@ def run_sft(c, workdir: str) -> str:
   validate_sft(c)                                                  # fail fast, before any work
   mesh = mesh_from_config(c.get("mesh"))
   data_paths = input_paths(c, "data", DATA)
-  tokenizer_path = input_path(c, "tokenizer", TOKENIZER)
-  init = model_input(c, "init", "the exported model to fine-tune; empty: config.model from scratch",
-                     required=False)
-  tok = exported.tokenizer(tokenizer_path)
+  init = model_input(c, "init", "the model to fine-tune (DIR, hf:DIR or orbax:DIR); empty: config.model from "
+                     "scratch", required=False)
+  tokenizer_path = models.tokenizer_input(c, init, TOKENIZER)
+  tok = models.load_tokenizer(tokenizer_path)
   data = exported.sft_data(data_paths)
   model_cfg, sc = validate_sft(c, tok.vocab_size)
   if init:
-    model_cfg = load_config(init, ModelConfig)
-  return exported.lm_stage(workdir, model_cfg, sc, data, tok, init=init, metadata={"stage": "sft"}, mesh=mesh)
+    model_cfg = init.config()
+    models.check_vocab(tok, model_cfg, init.ref, tokenizer_path)
+  out = exported.lm_stage(workdir, model_cfg, sc, data, tok, init=init, metadata={"stage": "sft"}, mesh=mesh,
+                          files=models.export_files(tokenizer_path, init))
+  return finish(c, workdir, out)
 
 
 # ------------------------------------------------------------------------------------------ distillation
@@ -91,26 +100,29 @@ def run_distill(c, workdir: str) -> str:
   validate_distill(c)                                              # fail fast, before any work
   mesh = mesh_from_config(c.get("mesh"))
   data_paths = input_paths(c, "data", DATA)
-  tokenizer_path = input_path(c, "tokenizer", TOKENIZER)
-  teacher = model_input(c, "teacher", "the exported teacher model directory")
-  student_init = model_input(c, "student_init", "the exported student to start from; empty: config.student "
-                             "from scratch", required=False)
-  teacher_cfg = load_config(teacher, ModelConfig)
-  tok = exported.tokenizer(tokenizer_path)
+  teacher = model_input(c, "teacher", "the teacher model (DIR, hf:DIR or orbax:DIR)")
+  student_init = model_input(c, "student_init", "the student to start from (DIR, hf:DIR or orbax:DIR); empty: "
+                             "config.student from scratch", required=False)
+  tokenizer_path = models.tokenizer_input(c, teacher, TOKENIZER + " (the teacher's, which the student shares)")
+  teacher_cfg = teacher.config()
+  tok = models.load_tokenizer(tokenizer_path)
+  models.check_vocab(tok, teacher_cfg, teacher.ref, tokenizer_path)
   data = exported.sft_data(data_paths)
   student_cfg, sc = validate_distill(c, teacher_cfg.vocab_size)
   if student_init:
-    student_cfg = load_config(student_init, ModelConfig)
+    student_cfg = student_init.config()
   check_compatible(student_cfg, teacher_cfg)
-  return exported.lm_stage(workdir, student_cfg, sc, data, tok, init=student_init, teacher=teacher,
-                           metadata={"stage": "distill"}, mesh=mesh)
+  out = exported.lm_stage(workdir, student_cfg, sc, data, tok, init=student_init, teacher=teacher,
+                          metadata={"stage": "distill"}, mesh=mesh,
+                          files=models.export_files(tokenizer_path, teacher))
+  return finish(c, workdir, out)
 
 
 # ------------------------------------------------------------------------------------------ GRPO
 def validate_grpo(c):
   """(RLStageConfig, task) of configs/grpo.py."""
   rl = build(RLStageConfig, c.rl, "config.rl")
-  task = tasks.get(c.task.name, **{k: v for k, v in c.task.items() if k != "name"})
+  task = tasks.from_config(c.task)
   return rl, task
 
 
@@ -118,11 +130,15 @@ def run_grpo(c, workdir: str) -> str:
   """GRPO from the exported model c.init (also the reference policy); returns the exported policy's directory."""
   rl, task = validate_grpo(c)                                     # fail fast, before any work
   mesh = mesh_from_config(c.get("mesh"))
-  init = model_input(c, "init", "the exported model to start from, also the reference policy")
-  tok = exported.tokenizer(input_path(c, "tokenizer", TOKENIZER))
+  init = model_input(c, "init", "the model to start from (DIR, hf:DIR or orbax:DIR), also the reference policy")
+  tokenizer_path = models.tokenizer_input(c, init, TOKENIZER)
+  tok = models.load_tokenizer(tokenizer_path)
+  models.check_vocab(tok, init.config(), init.ref, tokenizer_path)
   train = list(task.examples("train", seed=c.seed, num=c.num_train_problems))
   test = list(task.examples("test", seed=c.seed, num=c.num_eval_problems)) if c.num_eval_problems else None
-  return exported.rl_stage(workdir, rl, init, tok, train, test, metadata={"stage": "grpo"}, mesh=mesh)
+  out = exported.rl_stage(workdir, rl, init, tok, train, test, metadata={"stage": "grpo"}, mesh=mesh,
+                          files=models.export_files(tokenizer_path, init))
+  return finish(c, workdir, out)
 
 
 # ------------------------------------------------------------------------------------------ rejection sampling
@@ -130,9 +146,9 @@ def validate_rejection_sample(c):
   """(RejectionConfig, task): a bad field fails here, before any tokenizer or model is loaded."""
   rc = build(RejectionConfig, c.rejection, "config.rejection")
   try:
-    task = tasks.get(c.task.name, **{k: v for k, v in c.task.items() if k != "name"})
-  except (ValueError, TypeError) as e:
-    raise ConfigFieldError(f"config.task: {e}") from e
+    task = tasks.from_config(c.task)
+  except ValueError as e:
+    raise ConfigFieldError(str(e)) from e
   if c.split not in task.splits:
     raise ConfigFieldError(f"config.split={c.split!r}: {c.task.name} has splits {list(task.splits)}")
   if c.num_problems < 1:
@@ -145,18 +161,16 @@ def run_rejection_sample(c, workdir: str) -> dict:
   r1jax.stages.rejection.rejection_sample)."""
   rc, task = validate_rejection_sample(c)                         # fail fast, before any work
   mesh = mesh_from_config(c.get("mesh"))
-  model_dir = model_input(c, "model", "the exported model to sample from")
-  tokenizer_path = input_path(c, "tokenizer", TOKENIZER)
+  model = model_input(c, "model", "the model to sample from (DIR, hf:DIR or orbax:DIR)")
+  tokenizer_path = models.tokenizer_input(c, model, TOKENIZER)
   examples = list(task.examples(c.split, seed=c.seed, num=c.num_problems))
-  tok = SentencePieceTokenizer.load(tokenizer_path)
-  cfg = load_config(model_dir, ModelConfig)          # the config alone: check before loading weights
-  if tok.vocab_size > cfg.vocab_size:
-    raise ValueError(f"config.tokenizer={tokenizer_path!r} has {tok.vocab_size} ids but config.model="
-                     f"{model_dir!r} only {cfg.vocab_size}: not the tokenizer it was trained with")
+  tok = models.load_tokenizer(tokenizer_path)
+  cfg = model.config()                               # the config alone: check before loading weights
+  models.check_vocab(tok, cfg, model.ref, tokenizer_path)
   if rc.max_prompt_len + rc.max_new_tokens > cfg.max_position_embeddings:
     raise ConfigFieldError(f"config.rejection: max_prompt_len + max_new_tokens = "
                            f"{rc.max_prompt_len + rc.max_new_tokens} > the model's max_position_embeddings="
                            f"{cfg.max_position_embeddings}")
-  cfg, variables, _ = load_model(model_dir, ModelConfig)
+  cfg, variables, _ = model.load(mesh=mesh)
   return rejection_sample(cfg, variables, tok, examples, rc, os.path.join(workdir, TRACES),
-                          source=os.path.abspath(model_dir), mesh=mesh)
+                          source=model.ref, mesh=mesh)

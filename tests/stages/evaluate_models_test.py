@@ -13,6 +13,7 @@ from r1jax.config_utils import ConfigFieldError
 from r1jax.data import SentencePieceTokenizer, tasks
 from r1jax.model import init_variables
 from r1jax.stages import evaluate as ev
+from r1jax.stages import models as model_sources
 from r1jax.testing import tiny_model_config
 
 
@@ -75,7 +76,7 @@ def test_run_from_config_fails_first_on_a_missing_input(setup, tmp_path, monkeyp
   nope = str(tmp_path / "nope")
   for models_field, tokenizer, error, match in [
       ("", tok_path, ConfigFieldError, r"^config\.models is required: name=DIR.*--config\.models="),
-      (f"base={models['base']}", "", ConfigFieldError, r"^config\.tokenizer is required: the SentencePiece"),
+      (f"base={models['base']}", "", ConfigFieldError, r"^config\.tokenizer is empty and model 'base' .* carries no tokenizer"),
       (f"base={models['base']},{nope}", tok_path, ConfigFieldError, r"config\.models: '.*nope' is not name=DIR"),
       (f"base={models['base']},r1={nope}", tok_path, FileNotFoundError,
        rf"config\.models: model 'r1': '{re.escape(nope)}' does not exist"),
@@ -113,7 +114,7 @@ def test_run_writes_results_and_resumes(setup, tmp_path, monkeypatch):
     raise AssertionError("a cached model was evaluated again")
 
   monkeypatch.setattr(ev, "evaluate", fail)
-  monkeypatch.setattr(ev, "load_model", fail)
+  monkeypatch.setattr(model_sources.ModelSource, "load", fail)
   assert ev.run(_config(), models, tok_path, str(out)) == reports
   # Other settings are not served from the cache.
   c = _config()
@@ -128,11 +129,14 @@ def test_bad_inputs_fail_before_any_work(setup, tmp_path, monkeypatch):
   def fail(*args, **kwargs):
     raise AssertionError("work started before validation")
 
-  for fn in ("evaluate", "load_model", "SentencePieceTokenizer"):
-    monkeypatch.setattr(ev, fn, fail)
+  monkeypatch.setattr(ev, "evaluate", fail)
+  monkeypatch.setattr(model_sources.ModelSource, "load", fail)
+  monkeypatch.setattr(model_sources, "load_tokenizer", fail)
   out = tmp_path / "eval"
-  with pytest.raises(FileNotFoundError, match=r"model 'missing': .*nope is not an exported r1jax model"):
+  with pytest.raises(FileNotFoundError, match=r"model 'missing'=.*nope' does not exist"):
     ev.run(_config(), {**models, "missing": str(tmp_path / "nope")}, tok_path, str(out))
+  with pytest.raises(FileNotFoundError, match=r"model 'missing'=.* is not a model directory"):
+    ev.run(_config(), {**models, "missing": str(tmp_path)}, tok_path, str(out))
   with pytest.raises(ValueError, match="model name 'results'"):
     ev.run(_config(), {"results": models["base"]}, tok_path, str(out))
   with pytest.raises(FileNotFoundError, match="tokenizer"):

@@ -15,7 +15,7 @@ from r1jax.checkpoint import is_model, load_model
 from r1jax.config_utils import ConfigFieldError
 from r1jax.data.jsonl import JsonlError
 from r1jax.model import ModelConfig
-from r1jax.stages import exported, standalone
+from r1jax.stages import exported, models, standalone
 
 sys.path.insert(0, os.path.dirname(__file__))
 import _jobs  # noqa: E402
@@ -106,22 +106,25 @@ def _inputs(setup):
 
 @pytest.mark.parametrize("job", ["sft", "distill", "grpo", "rejection_sample"])
 def test_missing_inputs_fail_first_naming_the_field(job, setup, tmp_path, monkeypatch):
-  """An empty required input, a path that does not exist, or a directory that is not an exported model
-  fails before any tokenizer, data or model is read, naming the config field and the path."""
+  """An empty required input, a path that does not exist, or a directory that is not a model fails before
+  any tokenizer, data or model is read, naming the config field and the path. The tokenizer may be left
+  empty only when the model carries one (these exports do not)."""
   def fail(*args, **kwargs):
     raise AssertionError("work started before the inputs were checked")
 
   for fn in ("tokenizer", "sft_data", "lm_stage", "rl_stage"):
     monkeypatch.setattr(exported, fn, fail)
-  for fn in ("load_config", "load_model", "rejection_sample"):
-    monkeypatch.setattr(standalone, fn, fail)
-  monkeypatch.setattr(standalone.SentencePieceTokenizer, "load", fail)
+  monkeypatch.setattr(standalone, "rejection_sample", fail)
+  monkeypatch.setattr(models, "load_tokenizer", fail)
+  monkeypatch.setattr(models.ModelSource, "load", fail)
   run, c, required, paths = _inputs(setup)[job]
   workdir, tmp = str(tmp_path / "w"), re.escape(str(tmp_path))
   for field in required:
     bad = c.copy_and_resolve_references()
     bad[field] = ""
-    with pytest.raises(ConfigFieldError, match=rf"^config\.{field} is required: .*--config\.{field}="):
+    message = (rf"^config\.tokenizer is empty and .* carries no tokenizer: .*--config\.tokenizer=" if field == "tokenizer"
+               else rf"^config\.{field} is required: .*--config\.{field}=")
+    with pytest.raises(ConfigFieldError, match=message):
       run(bad, workdir)
   for field in paths:
     bad = c.copy_and_resolve_references()
@@ -131,7 +134,11 @@ def test_missing_inputs_fail_first_naming_the_field(job, setup, tmp_path, monkey
   for field in set(paths) - {"data", "tokenizer"}:          # the model directories
     bad = c.copy_and_resolve_references()
     bad[field] = str(tmp_path)
-    with pytest.raises(FileNotFoundError, match=rf"config\.{field}='{tmp}' is not an exported r1jax model"):
+    with pytest.raises(FileNotFoundError, match=rf"config\.{field}='{tmp}' is not a model directory: expected "
+                       r"export: model_config\.json \+ variables/"):
+      run(bad, workdir)
+    bad[field] = f"hf:{tmp_path}"
+    with pytest.raises(FileNotFoundError, match=rf"config\.{field}='hf:{tmp}' does not hold config\.json"):
       run(bad, workdir)
   if "data" in paths:                                        # every comma-separated file is checked
     bad = c.copy_and_resolve_references()

@@ -18,6 +18,8 @@ or with `shuffle=True` in a `seed`-determined order.
 """
 from __future__ import annotations
 
+import inspect
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
@@ -65,4 +67,30 @@ def get(name: str, **config: Any) -> Task:
   return _REGISTRY[name](**config)
 
 
-__all__ = ["Arithmetic", "Countdown", "Gsm8k", "Math500", "Task", "get", "names"]
+def _options(name: str) -> set[str]:
+  return set(inspect.signature(_REGISTRY[name]).parameters)
+
+
+def from_config(section: Mapping[str, Any], path: str = "config.task") -> Task:
+  """The task of a config section {"name": ..., option: value, ...}. Options of other tasks are left out with
+  a warning (so `--config.task.name=gsm8k` switches an arithmetic section, whose digits/ops stay behind), as
+  are options set to None; an option no task has is an error. Errors name `path`."""
+  section = dict(section)
+  name = section.get("name")
+  if name not in _REGISTRY:
+    raise ValueError(f"{path}.name={name!r}: unknown task; known tasks: {names()}")
+  own, anyone = _options(name), set().union(*(_options(n) for n in _REGISTRY))
+  options = {k: v for k, v in section.items() if k != "name" and v is not None}
+  unknown = sorted(set(options) - anyone)
+  if unknown:
+    raise ValueError(f"{path}: unknown option(s) {unknown}; {name} takes {sorted(own)}")
+  other = sorted(set(options) - own)
+  if other:
+    logging.warning("%s: %s takes no %s (options of another task): ignored", path, name, other)
+  try:
+    return get(name, **{k: v for k, v in options.items() if k in own})
+  except (ValueError, TypeError) as e:
+    raise ValueError(f"{path}: {e}") from e
+
+
+__all__ = ["Arithmetic", "Countdown", "Gsm8k", "Math500", "Task", "from_config", "get", "names"]

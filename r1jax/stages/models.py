@@ -1,0 +1,240 @@
+"""Models by name: what every stage's model field (init, model, models, teacher, student_init) accepts.
+
+    runs/r1/pretrain/model               an r1jax export (r1jax.checkpoint.save_model: model_config.json + variables/)
+    hf:/ckpt/Qwen2.5-0.5B-Instruct       a Hugging Face directory (config.json, safetensors, tokenizer files)
+    orbax:/ckpt/qwen-orbax               what `python -m r1jax.hf.convert --to_orbax` writes (model_config.json + params/)
+
+A path without a prefix is recognised by what it holds, in that order. The tokenizer comes with the model:
+a Hugging Face directory's tokenizer.json (with its chat template and stop tokens), or what a stage saved in
+its export: `tokenizer.model` (SentencePiece) or `hf/`, the Hugging Face side files (tokenizer, generation
+config, config.json's token ids) of the model the chain of stages started from. A config's `tokenizer` field,
+when set, overrides it (a SentencePiece .model file or a directory with tokenizer.json).
+
+Every export a stage writes carries these files on (`export_files`), so SFT -> rejection sampling -> GRPO
+from a Hugging Face model keeps its tokenizer, and `export_hf` writes any export back as a Hugging Face
+directory with them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import shutil
+from typing import Any
+
+import jax
+import numpy as np
+
+from r1jax.checkpoint import is_model, load_config, load_model
+from r1jax.config_utils import ConfigFieldError
+from r1jax.data import HFTokenizer, SentencePieceTokenizer
+from r1jax.model import ModelConfig
+from r1jax.model.transformer import place_variables
+from r1jax.sharding import distributed
+
+KINDS = ("export", "hf", "orbax")
+SP_TOKENIZER = "tokenizer.model"      # in an export: the SentencePiece model it was trained with
+HF_SIDE = "hf"                        # in an export or an Orbax conversion: the Hugging Face side files
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack")
+_WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+# Token ids kept from a source config.json when exporting to Hugging Face (ModelConfig has no token ids).
+_TOKEN_FIELDS = ("bos_token_id", "eos_token_id", "pad_token_id")
+
+
+def _is_hf(path: str) -> bool:
+  p = pathlib.Path(path)
+  return (p / "config.json").is_file() and (any(p.glob("*.safetensors")) or (p / _WEIGHT_INDEXES[0]).is_file())
+
+
+def _is_orbax(path: str) -> bool:
+  p = pathlib.Path(path)
+  return (p / "model_config.json").is_file() and (p / "params").is_dir()
+
+
+_CHECKS = {"export": is_model, "hf": _is_hf, "orbax": _is_orbax}
+_HOLDS = {"export": "model_config.json + variables/ (r1jax.checkpoint.save_model, a finished stage's model)",
+          "hf": "config.json + *.safetensors (a Hugging Face model directory)",
+          "orbax": "model_config.json + params/ (python -m r1jax.hf.convert --to_orbax)"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSource:
+  """A model a stage reads: `kind` (export | hf | orbax) and its directory `path`."""
+  kind: str
+  path: str
+
+  @property
+  def ref(self) -> str:
+    """The name that resolves back to this model ("hf:/abs/dir", or the plain path of an export)."""
+    return self.path if self.kind == "export" else f"{self.kind}:{self.path}"
+
+  def config(self, dtype: str | None = None) -> ModelConfig:
+    """The architecture, without reading any weight; dtype: compute and parameter dtype of an HF model
+    (None: the checkpoint's)."""
+    if self.kind == "export":
+      return load_config(self.path, ModelConfig)
+    if self.kind == "orbax":
+      return ModelConfig.from_dict(json.loads((pathlib.Path(self.path) / "model_config.json").read_text()))
+    from r1jax.hf import from_hf_config, read_hf_config
+    return from_hf_config(read_hf_config(self.path), dtype=dtype or None)
+
+  def load(self, *, mesh=None, dtype: str | None = None) -> tuple[ModelConfig, Any, dict]:
+    """(config, variables, metadata): the variables placed in their shardings on `mesh` (Hugging Face and
+    Orbax weights are read straight into them); metadata is the export's, or names the source."""
+    if self.kind == "export":
+      cfg, variables, metadata = load_model(self.path, ModelConfig)
+      return cfg, place_variables(cfg, variables, mesh), metadata
+    if self.kind == "orbax":
+      from r1jax.hf.convert import load_orbax
+      cfg, variables = load_orbax(self.path, mesh=mesh)
+    else:
+      from r1jax.hf import load
+      cfg, variables = load(self.path, dtype=dtype or None, mesh=mesh)
+    return cfg, variables, {"source": self.ref}
+
+  def side_dir(self) -> str | None:
+    """The Hugging Face side files (tokenizer, generation config, config.json) this model carries, if any."""
+    d = self.path if self.kind == "hf" else os.path.join(self.path, HF_SIDE)
+    return d if os.path.isdir(d) else None
+
+  def tokenizer_path(self) -> str | None:
+    """The tokenizer that came with the model: a SentencePiece file or a directory with tokenizer.json."""
+    if self.kind == "export" and os.path.isfile(os.path.join(self.path, SP_TOKENIZER)):
+      return os.path.join(self.path, SP_TOKENIZER)
+    side = self.side_dir()
+    return side if side and os.path.isfile(os.path.join(side, "tokenizer.json")) else None
+
+
+def parse(ref: str, where: str = "model") -> ModelSource:
+  """The model named `ref` ("hf:DIR", "orbax:DIR", "export:DIR" or a plain DIR recognised by its contents);
+  errors say what `where` (e.g. "config.init") holds and what was expected."""
+  ref = str(ref).strip()
+  kind, _, rest = ref.partition(":")
+  if kind in KINDS and rest:
+    path = os.path.abspath(os.path.expanduser(rest))
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"{where}={ref!r} does not exist")
+    if not _CHECKS[kind](path):
+      raise FileNotFoundError(f"{where}={ref!r} does not hold {_HOLDS[kind]}")
+    return ModelSource(kind, path)
+  path = os.path.abspath(os.path.expanduser(ref))
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{where}={ref!r} does not exist")
+  for kind in KINDS:
+    if _CHECKS[kind](path):
+      return ModelSource(kind, path)
+  raise FileNotFoundError(f"{where}={ref!r} is not a model directory: expected " + "; or ".join(
+      f"{k}: {_HOLDS[k]}" for k in KINDS) + " (a prefix hf:, orbax: or export: says which)")
+
+
+def from_config(c: Any, field: str, what: str, *, required: bool = True) -> ModelSource | None:
+  """The model named by the config field `c.<field>`, checked before any work (None when optional and empty)."""
+  ref = str(c.get(field, "") or "").strip()
+  if not ref:
+    if required:
+      raise ConfigFieldError(f"config.{field} is required: {what} (set --config.{field}=DIR or hf:DIR)")
+    return None
+  return parse(ref, f"config.{field}")
+
+
+def as_source(model: ModelSource | str | os.PathLike) -> ModelSource:
+  return model if isinstance(model, ModelSource) else parse(os.fspath(model))
+
+
+# ------------------------------------------------------------------------------------------ tokenizers
+def load_tokenizer(path: str):
+  """A SentencePiece .model file, or a directory with a Hugging Face tokenizer.json (its chat template and
+  stop tokens included)."""
+  if os.path.isdir(path):
+    if os.path.isfile(os.path.join(path, "tokenizer.json")):
+      return HFTokenizer.load(path)
+    if os.path.isfile(os.path.join(path, SP_TOKENIZER)):
+      return SentencePieceTokenizer.load(os.path.join(path, SP_TOKENIZER))
+    raise FileNotFoundError(f"{path}: no tokenizer.json (Hugging Face) or {SP_TOKENIZER} (SentencePiece)")
+  return SentencePieceTokenizer.load(path)
+
+
+def tokenizer_input(c: Any, source: ModelSource | None, what: str) -> str:
+  """The tokenizer a job uses: config.tokenizer when set, else the one that came with `source`."""
+  path = str(c.get("tokenizer", "") or "").strip()
+  if path:
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"config.tokenizer={path!r} does not exist ({what})")
+    return path
+  own = source.tokenizer_path() if source is not None else None
+  if own is None:
+    carried = f"{source.ref} carries no tokenizer" if source is not None else "no model gives one"
+    raise ConfigFieldError(f"config.tokenizer is empty and {carried}: {what} (set --config.tokenizer=PATH)")
+  return own
+
+
+def check_vocab(tok, cfg: ModelConfig, model: str, tokenizer: str) -> None:
+  if tok.vocab_size > cfg.vocab_size:
+    raise ValueError(f"tokenizer {tokenizer!r} has {tok.vocab_size} ids but the model {model!r} only "
+                     f"{cfg.vocab_size}: not the tokenizer it was trained with")
+
+
+# ------------------------------------------------------------------------------------------ what exports carry
+def side_files(src: str) -> list[pathlib.Path]:
+  """A Hugging Face directory's non-weight files (config, tokenizer, generation config)."""
+  return sorted(f for f in pathlib.Path(src).iterdir()
+                if f.is_file() and not f.name.endswith(_WEIGHT_SUFFIXES) and f.name not in _WEIGHT_INDEXES)
+
+
+def export_files(tokenizer_path: str | None, source: ModelSource | None = None) -> dict[str, str]:
+  """{name in the export: file or directory to copy} for an export of a model that started from `source`
+  and uses the tokenizer at `tokenizer_path`: the tokenizer and the Hugging Face side files travel on."""
+  files = {}
+  side = source.side_dir() if source is not None else None
+  if side:
+    files[HF_SIDE] = side
+  if tokenizer_path and os.path.isfile(tokenizer_path):
+    files[SP_TOKENIZER] = tokenizer_path
+  elif tokenizer_path and os.path.isdir(tokenizer_path) and os.path.realpath(tokenizer_path) != (
+      os.path.realpath(side) if side else None):
+    files[HF_SIDE] = tokenizer_path             # an overriding HF tokenizer: its files replace the source's
+  return files
+
+
+def _gather(x):
+  from jax.experimental import multihost_utils
+  if isinstance(x, jax.Array) and not x.is_fully_addressable and not x.is_fully_replicated:
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(jax.device_get(x))
+
+
+def export_hf(model: ModelSource | str, out: str, *, dtype: str | None = None) -> str:
+  """Writes the model (usually a stage's export) as a Hugging Face directory `out`, atomically: weights
+  (safetensors), config.json (the source's model family and token ids when it came from Hugging Face) and
+  the tokenizer files it carries (tokenizer.json & co., or tokenizer.model). A finished `out` is kept.
+  Every process of a multi-process job calls it; process 0 writes."""
+  from r1jax.hf import SUPPORTED_MODEL_TYPES, save
+  out = os.path.abspath(out)
+  if os.path.isfile(os.path.join(out, "config.json")):
+    return out
+  source = as_source(model)
+  cfg, variables, _ = source.load()
+  host = jax.tree.map(_gather, variables)
+  if distributed.is_writer():
+    tmp = out + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    side = source.side_dir()
+    options: dict[str, Any] = {}
+    if side and os.path.isfile(os.path.join(side, "config.json")):
+      src = json.loads(pathlib.Path(side, "config.json").read_text())
+      options["extra_config"] = {k: src[k] for k in _TOKEN_FIELDS if k in src}
+      if src.get("model_type") in SUPPORTED_MODEL_TYPES:
+        options["model_type"] = src["model_type"]
+    save(tmp, cfg, host, dtype=dtype, **options)
+    if side:
+      for f in side_files(side):
+        if f.name != "config.json":
+          shutil.copy2(f, os.path.join(tmp, f.name))
+    own_sp = os.path.join(source.path, SP_TOKENIZER)
+    if source.kind == "export" and os.path.isfile(own_sp):
+      shutil.copy2(own_sp, os.path.join(tmp, SP_TOKENIZER))
+    shutil.rmtree(out, ignore_errors=True)       # a leftover without config.json: never a finished export
+    os.replace(tmp, out)
+  distributed.barrier(f"hf export {out}")
+  return out
