@@ -1,4 +1,4 @@
-"""One process of the multi-process standalone-jobs test (multiprocess_jobs_test.py), run as a script:
+"""One process of the multi-process standalone-jobs test (standalone_test.py), run as a script:
 
     python tests/stages/_jobs_worker.py ROOT
 

@@ -15,9 +15,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from configs import evaluate as evaluate_config  # noqa: E402
 from configs import grpo as grpo_config  # noqa: E402
-from configs import rejection_sample as rejection_config  # noqa: E402
 from configs import sft as sft_config  # noqa: E402
 from r1jax.checkpoint import load_model, save_model  # noqa: E402
 from r1jax.config_utils import ConfigFieldError  # noqa: E402
@@ -25,7 +23,7 @@ from r1jax.data import get_template  # noqa: E402
 from r1jax.data.templates import BOXED_INSTRUCTION  # noqa: E402
 from r1jax.hf import convert  # noqa: E402
 from r1jax.model import ModelConfig, forward  # noqa: E402
-from r1jax.stages import evaluate, models, standalone  # noqa: E402
+from r1jax.stages import models, standalone  # noqa: E402
 from r1jax.testing.hf_checkpoints import FAMILIES, tiny_hf_model, write_tokenizer  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]

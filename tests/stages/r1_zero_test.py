@@ -37,7 +37,11 @@ def test_bad_config_fails_before_any_work():
 @pytest.mark.slow
 def test_smoke_run_writes_the_report(tmp_path):
   env = dict(os.environ, XLA_FLAGS="", PYTHONPATH=ROOT)
+  # The script end to end, on fewer steps than the smoke run (CI runs that one as the README gives it).
   subprocess.run([sys.executable, "-m", "experiments.r1_zero", "--config=configs/r1_zero.py:runlocal",
+                  "--config.pretrain.num_steps=4", "--config.pretrain.optim.total_steps=4",
+                  "--config.pretrain.optim.warmup_steps=1", "--config.rl.num_steps=2",
+                  "--config.num_eval_problems=16", "--config.rl.eval.num_examples=16", "--config.eval.num_examples=16",
                   f"--workdir={tmp_path}"], cwd=ROOT, env=env, check=True, timeout=900)
   for name in ("report.md", "curves.png", "eval_base.json", "eval_final.json", "tokenizer.model"):
     assert (tmp_path / name).exists(), name
@@ -63,33 +67,70 @@ def _metrics(path):
     return [{k: v for k, v in json.loads(l).items() if "time" not in k} for l in f]
 
 
+def _two_processes(workdir):
+  """The same job as _small({"data": 2, "expert": 4}) started as 2 processes x 4 fake CPU devices by the local
+  launcher (jax.distributed over loopback)."""
+  env = {k: v for k, v in os.environ.items()
+         if not k.startswith(("SLURM_", "R1JAX_", "TPU_", "JAX_COMPILATION_CACHE", "XLA_FLAGS"))}
+  env.update(PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  small = ["--config.num_train_problems=64", "--config.num_eval_problems=16", "--config.pretrain.num_steps=4",
+           "--config.pretrain.log_every=1", "--config.pretrain.checkpoint_every=2",
+           "--config.pretrain.optim.total_steps=4", "--config.pretrain.optim.warmup_steps=1",
+           "--config.rl.num_steps=2", "--config.rl.checkpoint_every=1", "--config.rl.eval.num_examples=16",
+           "--config.rl.eval.batch_size=8", "--config.eval.num_examples=16", "--config.eval.batch_size=8",
+           "--config.mesh.data=2", "--config.mesh.expert=4"]
+  command = [sys.executable, "-m", "r1jax.sharding.launch", "--num_processes=2", "--devices_per_process=4", "--",
+             sys.executable, "-m", "experiments.r1_zero", "--config=configs/r1_zero.py:runlocal", *small,
+             f"--workdir={workdir}"]
+  return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _same_run(a_dir, b_dir, *, restore_b_on_one_device=False):
+  """Two runs of the main job wrote the same per-step metrics (rel 1e-4) and checkpoints (every array)."""
+  for part in ("pretrain", "rl"):
+    a, b = _metrics(a_dir / part / "metrics.jsonl"), _metrics(b_dir / part / "metrics.jsonl")
+    assert [r["step"] for r in a] == [r["step"] for r in b] and len(a) >= 2     # one writer: no line twice
+    for ra, rb in zip(a, b):
+      assert ra.keys() == rb.keys()
+      for k, v in ra.items():
+        if k == "it_per_s":
+          continue
+        assert rb[k] == (pytest.approx(v, rel=1e-4, abs=1e-6) if isinstance(v, float) else v), (part, ra["step"], k)
+    ca, cb = CheckpointManager(a_dir / part / "checkpoints"), CheckpointManager(b_dir / part / "checkpoints")
+    assert ca.all_steps() == cb.all_steps() and ca.all_steps()
+    sa, _ = ca.restore(ca.latest_step())
+    target = None
+    if restore_b_on_one_device:                     # a 2-process layout cannot be rebuilt in this process
+      one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+      target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=one_device), sa)
+    sb, _ = cb.restore(cb.latest_step(), target=target)
+    assert jax.tree.structure(sa) == jax.tree.structure(sb)
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5, err_msg=part), sa, sb)
+
+
 @pytest.mark.slow
-def test_the_main_job_on_a_mesh_gives_the_one_device_metrics(tmp_path):
+def test_the_main_job_on_a_mesh_and_as_two_processes_gives_the_one_device_run(tmp_path):
   """--config.mesh.data=2 --config.mesh.expert=4 on 8 fake devices: every stage runs on the mesh (routed
-  experts exchanged by all-to-all) and each step's metrics equal the one-device run's to float rounding."""
+  experts exchanged by all-to-all) and each step's metrics and the checkpoints equal the one-device run's to
+  float rounding. The same job as 2 processes x 4 devices (the check that the project runs on several
+  hosts) writes what the one process with 8 devices writes: metrics, checkpoints, both evaluations, the
+  report and the tokenizer."""
   from r1jax.stages import r1_zero
+  two = _two_processes(tmp_path / "two")                     # runs beside the in-process runs
   # On the mesh each of the 2 data slices reads its own input shard: the one-device run reads the same 2.
   one = r1_zero.run(_small({}, input_shards=2), str(tmp_path / "one"))
   eight = r1_zero.run(_small({"data": 2, "expert": 4}), str(tmp_path / "eight"))
   assert one["final"]["pass@1_sampled"] == eight["final"]["pass@1_sampled"]
   assert one["base"]["samples"] == eight["base"]["samples"] and one["final"]["samples"] == eight["final"]["samples"]
-  for part in ("pretrain", "rl"):
-    a, b = _metrics(tmp_path / "one" / part / "metrics.jsonl"), _metrics(tmp_path / "eight" / part / "metrics.jsonl")
-    assert [r["step"] for r in a] == [r["step"] for r in b] and len(a) >= 2
-    for ra, rb in zip(a, b):
-      assert ra.keys() == rb.keys()
-      for k, v in ra.items():
-        if isinstance(v, float):
-          assert rb[k] == pytest.approx(v, rel=1e-4, abs=1e-6), (part, ra["step"], k)
-        else:
-          assert rb[k] == v, (part, ra["step"], k)
-    # The same checkpoints: steps, and every array of the state (and the RL reference) to float rounding.
-    ca = CheckpointManager(tmp_path / "one" / part / "checkpoints")
-    cb = CheckpointManager(tmp_path / "eight" / part / "checkpoints")
-    assert ca.all_steps() == cb.all_steps() and ca.all_steps()
-    (sa, _), (sb, _) = ca.restore(ca.latest_step()), cb.restore(cb.latest_step())
-    assert jax.tree.structure(sa) == jax.tree.structure(sb)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=part), sa, sb)
+  _same_run(tmp_path / "one", tmp_path / "eight")
+  out, _ = two.communicate(timeout=900)
+  assert two.returncode == 0, out[-4000:]
+  _same_run(tmp_path / "eight", tmp_path / "two", restore_b_on_one_device=True)
+  for name in ("eval_base.json", "eval_final.json"):
+    assert json.loads((tmp_path / "eight" / name).read_text()) == json.loads((tmp_path / "two" / name).read_text())
+  strip = lambda p: [l for l in p.read_text().splitlines() if not l.startswith("Wall time")]
+  assert strip(tmp_path / "eight" / "report.md") == strip(tmp_path / "two" / "report.md")
+  assert (tmp_path / "two" / "tokenizer.model").read_bytes() == (tmp_path / "eight" / "tokenizer.model").read_bytes()
 
 
 def test_a_mesh_that_does_not_fit_fails_before_any_work(tmp_path):

@@ -2,7 +2,9 @@
 workdirs, with their inputs as config fields; an empty required input or a missing path fails first."""
 import json
 import os
+import pathlib
 import re
+import subprocess
 import sys
 
 import jax
@@ -19,6 +21,9 @@ from r1jax.stages import exported, models, standalone
 
 sys.path.insert(0, os.path.dirname(__file__))
 import _jobs  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+WORKER = pathlib.Path(__file__).with_name("_jobs_worker.py")
 
 
 @pytest.fixture(scope="module")
@@ -122,8 +127,8 @@ def test_missing_inputs_fail_first_naming_the_field(job, setup, tmp_path, monkey
   for field in required:
     bad = c.copy_and_resolve_references()
     bad[field] = ""
-    message = (rf"^config\.tokenizer is empty and .* carries no tokenizer: .*--config\.tokenizer=" if field == "tokenizer"
-               else rf"^config\.{field} is required: .*--config\.{field}=")
+    message = (r"^config\.tokenizer is empty and .* carries no tokenizer: .*--config\.tokenizer="
+               if field == "tokenizer" else rf"^config\.{field} is required: .*--config\.{field}=")
     with pytest.raises(ConfigFieldError, match=message):
       run(bad, workdir)
   for field in paths:
@@ -166,15 +171,53 @@ def test_grpo_experiment_from_an_exported_model(setup, tmp_path):
   assert not (tmp_path / "g2").exists()
 
 
+def _two_processes(root):
+  """_jobs_worker.py (every job on {data: 2, expert: 4}) as 2 processes x 4 fake CPU devices, started by
+  python -m r1jax.sharding.launch (jax.distributed over loopback)."""
+  env = {k: v for k, v in os.environ.items()
+         if not k.startswith(("SLURM_", "R1JAX_", "TPU_", "JAX_COMPILATION_CACHE", "XLA_FLAGS"))}
+  env.update(PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  root.mkdir()
+  return subprocess.Popen([sys.executable, "-m", "r1jax.sharding.launch", "--num_processes=2",
+                           "--devices_per_process=4", "--", sys.executable, str(WORKER), str(root)],
+                          cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _same_jobs(a, b, da, db):
+  """Two runs of _jobs.jobs_on (their returns a, b, their directories da, db) wrote the same exported
+  variables and per-step metrics (float rounding), traces and evaluation reports."""
+  for job in ("sft", "distill", "grpo"):
+    va, vb = load_model(a[job], ModelConfig)[1], load_model(b[job], ModelConfig)[1]
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5, err_msg=job), va, vb)
+    ma = [json.loads(l) for l in open(da / job / "metrics.jsonl")]
+    mb = [json.loads(l) for l in open(db / job / "metrics.jsonl")]
+    assert len(ma) == len(mb) >= 2, job                   # one writer in a multi-process job: no line twice
+    for ra, rb in zip(ma, mb):
+      for k, v in ra.items():
+        if "time" in k or k == "it_per_s":
+          continue
+        assert rb[k] == (pytest.approx(v, rel=1e-4, abs=1e-5) if isinstance(v, float) else v), (job, k)
+  strip = lambda t: {k: v for k, v in t.items() if k != "source"}
+  assert [strip(t) for t in a["traces"]] == [strip(t) for t in b["traces"]] and a["traces"]
+  for name in ("sft", "grpo"):
+    ra = {k: v for k, v in a["eval"][name].items() if k not in ("eval_setup", "model_metadata")}
+    rb = {k: v for k, v in b["eval"][name].items() if k not in ("eval_setup", "model_metadata")}
+    assert ra == rb, name
+
+
 @pytest.mark.slow
-def test_every_job_on_a_mesh_gives_the_one_device_results(setup, tmp_path, monkeypatch):
+def test_every_job_on_a_mesh_and_as_two_processes_gives_the_one_device_results(setup, tmp_path, monkeypatch):
   """--config.mesh.data=2 --config.mesh.expert=4 on 8 fake devices: each job runs on the mesh (exported
   models loaded onto it, routed experts split 4 ways) and writes what the one-device job writes: the same
-  per-step metrics and exported variables to float rounding, the same traces and evaluation reports."""
+  per-step metrics and exported variables to float rounding, the same traces and evaluation reports. The
+  same jobs as 2 processes x 4 devices write what 1 process with 8 devices writes, each process reading
+  only its own one of the two input shards of SFT, distillation and GRPO."""
+  from r1jax.data.pipeline import ShardedBatches
   from r1jax.stages import evaluate
+  two = _two_processes(tmp_path / "two")                        # runs beside the in-process runs
   # On the mesh each of the 2 data slices reads its own input shard: the one-device run reads the same 2.
   one = _jobs.jobs_on({}, setup, tmp_path / "one", input_shards=2)
-  meshes = []                                    # the mesh each stage function was handed
+  meshes, reads = [], []                         # the mesh each stage function was handed; the shards read
 
   def spy(module, name):
     real = getattr(module, name)
@@ -187,23 +230,26 @@ def test_every_job_on_a_mesh_gives_the_one_device_results(setup, tmp_path, monke
   for module, name in ((exported, "run_lm_stage"), (exported, "run_rl_stage"), (standalone, "rejection_sample"),
                        (evaluate, "evaluate")):
     spy(module, name)
+  real_init = ShardedBatches.__init__
+
+  def recording_init(self, make, shards, shard_count):
+    real_init(self, make, shards, shard_count)
+    reads.append({"shards": list(self.shards), "count": self.shard_count})
+  monkeypatch.setattr(ShardedBatches, "__init__", recording_init)
   eight = _jobs.jobs_on({"data": 2, "expert": 4}, setup, tmp_path / "eight")
   assert [n for n, _ in meshes] == ["run_lm_stage"] * 2 + ["run_rl_stage", "rejection_sample"] + ["evaluate"] * 2
   assert all(dict(m.shape) == {"data": 2, "fsdp": 1, "expert": 4, "tensor": 1} for _, m in meshes)
-  for job in ("sft", "distill", "grpo"):
-    va, vb = load_model(one[job], ModelConfig)[1], load_model(eight[job], ModelConfig)[1]
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=job), va, vb)
-    ma = [json.loads(l) for l in open(tmp_path / "one" / job / "metrics.jsonl")]
-    mb = [json.loads(l) for l in open(tmp_path / "eight" / job / "metrics.jsonl")]
-    assert len(ma) == len(mb) >= 2, job
-    for ra, rb in zip(ma, mb):
-      for k, v in ra.items():
-        if "time" in k or k == "it_per_s":
-          continue
-        assert rb[k] == (pytest.approx(v, rel=1e-4, abs=1e-5) if isinstance(v, float) else v), (job, k)
-  strip = lambda t: {k: v for k, v in t.items() if k != "source"}
-  assert [strip(t) for t in one["traces"]] == [strip(t) for t in eight["traces"]] and one["traces"]
-  for name in ("sft", "grpo"):
-    ra = {k: v for k, v in one["eval"][name].items() if k not in ("eval_setup", "model_metadata")}
-    rb = {k: v for k, v in eight["eval"][name].items() if k not in ("eval_setup", "model_metadata")}
-    assert ra == rb, name
+  assert reads == [{"shards": [0, 1], "count": 2}] * 3          # SFT, distillation, GRPO: both shards here
+  _same_jobs(one, eight, tmp_path / "one", tmp_path / "eight")
+
+  out, _ = two.communicate(timeout=900)
+  assert two.returncode == 0, out[-4000:]
+  assert out.count("DONE") == 2, out[-2000:]
+  worker_reads = lambda p: [json.loads(l) for l in open(tmp_path / "two" / f"shards-{p}.jsonl")]
+  assert worker_reads(0) == [{"shards": [0], "count": 2}] * 3 and worker_reads(1) == [{"shards": [1], "count": 2}] * 3
+  run = tmp_path / "two" / "run"
+  rs = [json.loads(l) for l in open(run / "rs" / "traces.jsonl")]
+  results = json.loads((run / "eval" / "results.json").read_text())
+  two_out = {"sft": str(run / "sft" / "model"), "distill": str(run / "distill" / "model"),
+             "grpo": str(run / "grpo" / "model"), "traces": rs, "eval": results}
+  _same_jobs(eight, two_out, tmp_path / "eight", run)
