@@ -27,6 +27,9 @@ def get_config(arg: str | None = None):
   c.student_init = ""                      # optional: a student to start from (empty: `student` from scratch)
   c.export_hf = False                      # also write the student as a Hugging Face directory, WORKDIR/hf
 
+  # How the models are loaded: compute dtype, parameter dtype, rematerialisation ("" = as stored), e.g.
+  # --config.load.dtype=bfloat16 for a Hugging Face model.
+  c.load = dict(dtype="", param_dtype="", remat="")
   c.student = preset_fields("cpu_qwen2")   # used only without `student_init`
   steps = 10 if runlocal else 150
   c.distill = dict(

@@ -22,6 +22,9 @@ def get_config(arg: str | None = None):
   c.models = ""                                        # name=DIR,name=hf:DIR,...: the models, in table order
   c.tokenizer = ""                                     # optional: empty = each model's own
 
+  # How the models are loaded: compute dtype, parameter dtype, rematerialisation ("" = as stored), e.g.
+  # --config.load.dtype=bfloat16 for a Hugging Face model.
+  c.load = dict(dtype="", param_dtype="", remat="")
   c.seed = 0                                           # which problems are drawn (procedural tasks)
 
   # Held-out problems: r1jax.data.tasks.get(name, **rest).examples(split, seed=seed, num=num_problems).

@@ -25,6 +25,9 @@ def get_config(arg: str | None = None):
   c.tokenizer = ""                              # optional: empty = the one that comes with the model
   c.export_hf = False                           # also write the policy as a Hugging Face directory, WORKDIR/hf
 
+  # How the models are loaded: compute dtype, parameter dtype, rematerialisation ("" = as stored), e.g.
+  # --config.load.dtype=bfloat16 for a Hugging Face model.
+  c.load = dict(dtype="", param_dtype="", remat="")
   c.seed = 0
   c.task = base.task.to_dict()                  # r1jax.data.tasks.get(name, **rest)
   c.num_train_problems = base.num_train_problems

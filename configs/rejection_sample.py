@@ -24,6 +24,9 @@ def get_config(arg: str | None = None):
   c.model = ""                                           # the model to sample from: export, hf:DIR, orbax:DIR
   c.tokenizer = ""                                       # optional: empty = the one that comes with the model
 
+  # How the models are loaded: compute dtype, parameter dtype, rematerialisation ("" = as stored), e.g.
+  # --config.load.dtype=bfloat16 for a Hugging Face model.
+  c.load = dict(dtype="", param_dtype="", remat="")
   c.seed = 0                                             # which problems are drawn
   c.task = dict(name="arithmetic", digits=2, ops="+")   # r1jax.data.tasks.get(name, **rest)
   c.split = "train"

@@ -26,6 +26,9 @@ def get_config(arg: str | None = None):
                                        # directory with tokenizer.json
   c.export_hf = False                  # also write the result as a Hugging Face directory, WORKDIR/hf
 
+  # How the models are loaded: compute dtype, parameter dtype, rematerialisation ("" = as stored), e.g.
+  # --config.load.dtype=bfloat16 for a Hugging Face model.
+  c.load = dict(dtype="", param_dtype="", remat="")
   c.model = preset_fields("cpu_moe")   # used only without `init`
   steps = 10 if runlocal else 150
   c.sft = dict(

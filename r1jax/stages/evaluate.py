@@ -66,7 +66,8 @@ def config_inputs(c) -> tuple[dict[str, str], str]:
     path = ref.partition(":")[2] if ref.partition(":")[0] in model_sources.KINDS else ref
     if not os.path.exists(path):
       raise FileNotFoundError(f"config.models: model {name!r}: {ref!r} does not exist")
-  sources = {name: model_sources.parse(ref, f"config.models: model {name!r}") for name, ref in models.items()}
+  settings = model_sources.load_settings(c)
+  sources = {name: model_sources.parse(ref, f"config.models: model {name!r}", settings) for name, ref in models.items()}
   tokenizer = str(c.get("tokenizer", "") or "").strip()
   if tokenizer and not os.path.exists(tokenizer):
     raise FileNotFoundError(f"config.tokenizer={tokenizer!r} does not exist ({TOKENIZER})")
@@ -112,9 +113,11 @@ def validate(c, models: dict[str, str], tokenizer_path: str):
 
 def _setup(c, ec: EvalConfig, model: str, tokenizer_path: str) -> dict:
   """What a cached report depends on besides the model's weights; a changed setup is re-evaluated."""
-  return {"model_dir": model, "tokenizer": os.path.abspath(tokenizer_path),
-          "task": c.task.to_dict(), "split": c.split, "num_problems": c.num_problems, "seed": c.seed,
-          "template": c.template, "eval": dataclasses.asdict(ec)}
+  setup = {"model_dir": model, "tokenizer": os.path.abspath(tokenizer_path),
+           "task": c.task.to_dict(), "split": c.split, "num_problems": c.num_problems, "seed": c.seed,
+           "template": c.template, "eval": dataclasses.asdict(ec)}
+  settings = model_sources.load_settings(c)
+  return {**setup, "load": dict(settings)} if settings else setup
 
 
 def _read_cache(path: str, setup: dict) -> dict | None:
@@ -140,7 +143,8 @@ def run(c, models: dict[str, str], tokenizer_path: str, out_dir: str, *, mesh=No
   """Evaluates each model (name -> export dir, hf:DIR or orbax:DIR) on c's split with the tokenizer at
   tokenizer_path ("": each model's own), on `mesh` (None: one device); returns name -> report."""
   ec, task = validate(c, models, tokenizer_path)                      # fail fast, before any work
-  sources = {name: model_sources.parse(ref, f"model {name!r}") for name, ref in models.items()}
+  settings = model_sources.load_settings(c)
+  sources = {name: model_sources.parse(ref, f"model {name!r}", settings) for name, ref in models.items()}
   tok_paths = {name: tokenizer_path or s.tokenizer_path() for name, s in sources.items()}
   toks = {p: model_sources.load_tokenizer(p) for p in set(tok_paths.values())}
   for name, source in sources.items():                                # still cheap: config JSON only

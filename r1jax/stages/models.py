@@ -58,40 +58,79 @@ _HOLDS = {"export": "model_config.json + variables/ (r1jax.checkpoint.save_model
           "orbax": "model_config.json + params/ (python -m r1jax.hf.convert --to_orbax)"}
 
 
+# How a model is loaded, whatever it was stored as (a config's `load` section; "" = as stored).
+LOAD_SETTINGS = {"dtype": ("float32", "bfloat16", "float16"), "param_dtype": ("float32", "bfloat16", "float16"),
+                 "remat": ("none", "full", "dots")}
+
+
+def load_settings(c: Any, field: str = "load") -> tuple[tuple[str, str], ...]:
+  """The non-empty settings of the config section `c.<field>` (compute dtype, parameter dtype, remat), checked."""
+  section = c.get(field) if hasattr(c, "get") else None
+  if not section:
+    return ()
+  out = []
+  for key, value in dict(section).items():
+    if key not in LOAD_SETTINGS:
+      raise ConfigFieldError(f"config.{field}: unknown key {key!r}; known: {sorted(LOAD_SETTINGS)}")
+    if value in ("", None):
+      continue
+    if value not in LOAD_SETTINGS[key]:
+      raise ConfigFieldError(f"config.{field}.{key}={value!r}: must be one of {LOAD_SETTINGS[key]} (or '' = as stored)")
+    out.append((key, value))
+  return tuple(out)
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelSource:
-  """A model a stage reads: `kind` (export | hf | orbax) and its directory `path`."""
+  """A model a stage reads: `kind` (export | hf | orbax), its directory `path`, and the settings it is loaded
+  with (ModelConfig fields dtype / param_dtype / remat; empty = as stored)."""
   kind: str
   path: str
+  settings: tuple[tuple[str, str], ...] = ()
 
   @property
   def ref(self) -> str:
     """The name that resolves back to this model ("hf:/abs/dir", or the plain path of an export)."""
     return self.path if self.kind == "export" else f"{self.kind}:{self.path}"
 
-  def config(self, dtype: str | None = None) -> ModelConfig:
-    """The architecture, without reading any weight; dtype: compute and parameter dtype of an HF model
-    (None: the checkpoint's)."""
-    if self.kind == "export":
-      return load_config(self.path, ModelConfig)
-    if self.kind == "orbax":
-      return ModelConfig.from_dict(json.loads((pathlib.Path(self.path) / "model_config.json").read_text()))
-    from r1jax.hf import from_hf_config, read_hf_config
-    return from_hf_config(read_hf_config(self.path), dtype=dtype or None)
+  def _hf_settings(self) -> tuple[str | None, dict]:
+    """(dtype, other overrides) for r1jax.hf: its `dtype` sets compute and parameter dtype together."""
+    settings = dict(self.settings)
+    return settings.pop("dtype", None), settings
 
-  def load(self, *, mesh=None, dtype: str | None = None) -> tuple[ModelConfig, Any, dict]:
-    """(config, variables, metadata): the variables placed in their shardings on `mesh` (Hugging Face and
-    Orbax weights are read straight into them); metadata is the export's, or names the source."""
+  def config(self) -> ModelConfig:
+    """The architecture (with the load settings), without reading any weight."""
+    if self.kind == "hf":
+      from r1jax.hf import from_hf_config, read_hf_config
+      dtype, rest = self._hf_settings()
+      cfg = from_hf_config(read_hf_config(self.path), dtype=dtype)
+      return cfg.replace(**rest) if rest else cfg
     if self.kind == "export":
+      cfg = load_config(self.path, ModelConfig)
+    else:
+      cfg = ModelConfig.from_dict(json.loads((pathlib.Path(self.path) / "model_config.json").read_text()))
+    return cfg.replace(**dict(self.settings)) if self.settings else cfg
+
+  def load(self, *, mesh=None) -> tuple[ModelConfig, Any, dict]:
+    """(config, variables, metadata): the variables placed in their shardings on `mesh` (Hugging Face and
+    Orbax weights are read straight into them), in the settings' parameter dtype; metadata is the
+    export's, or names the source."""
+    if self.kind == "hf":
+      from r1jax.hf import load
+      dtype, rest = self._hf_settings()
+      cfg, variables = load(self.path, dtype=dtype, mesh=mesh)
+      metadata = {"source": self.ref}
+    elif self.kind == "export":
       cfg, variables, metadata = load_model(self.path, ModelConfig)
-      return cfg, place_variables(cfg, variables, mesh), metadata
-    if self.kind == "orbax":
+      variables = place_variables(cfg, variables, mesh)
+    else:
       from r1jax.hf.convert import load_orbax
       cfg, variables = load_orbax(self.path, mesh=mesh)
-    else:
-      from r1jax.hf import load
-      cfg, variables = load(self.path, dtype=dtype or None, mesh=mesh)
-    return cfg, variables, {"source": self.ref}
+      metadata = {"source": self.ref}
+    want = self.config()
+    if want.param_dtype != cfg.param_dtype:       # the trainable tree only: the MoE selection bias stays f32
+      variables = {**variables, "params": jax.tree.map(lambda x: x.astype(want.jnp_param_dtype), variables["params"])}
+    return want, variables, metadata
 
   def side_dir(self) -> str | None:
     """The Hugging Face side files (tokenizer, generation config, config.json) this model carries, if any."""
@@ -106,9 +145,10 @@ class ModelSource:
     return side if side and os.path.isfile(os.path.join(side, "tokenizer.json")) else None
 
 
-def parse(ref: str, where: str = "model") -> ModelSource:
-  """The model named `ref` ("hf:DIR", "orbax:DIR", "export:DIR" or a plain DIR recognised by its contents);
-  errors say what `where` (e.g. "config.init") holds and what was expected."""
+def parse(ref: str, where: str = "model", settings: tuple[tuple[str, str], ...] = ()) -> ModelSource:
+  """The model named `ref` ("hf:DIR", "orbax:DIR", "export:DIR" or a plain DIR recognised by its contents),
+  loaded with `settings` (see load_settings); errors say what `where` (e.g. "config.init") holds and what was
+  expected."""
   ref = str(ref).strip()
   kind, _, rest = ref.partition(":")
   if kind in KINDS and rest:
@@ -117,25 +157,27 @@ def parse(ref: str, where: str = "model") -> ModelSource:
       raise FileNotFoundError(f"{where}={ref!r} does not exist")
     if not _CHECKS[kind](path):
       raise FileNotFoundError(f"{where}={ref!r} does not hold {_HOLDS[kind]}")
-    return ModelSource(kind, path)
+    return ModelSource(kind, path, settings)
   path = os.path.abspath(os.path.expanduser(ref))
   if not os.path.exists(path):
     raise FileNotFoundError(f"{where}={ref!r} does not exist")
   for kind in KINDS:
     if _CHECKS[kind](path):
-      return ModelSource(kind, path)
+      return ModelSource(kind, path, settings)
   raise FileNotFoundError(f"{where}={ref!r} is not a model directory: expected " + "; or ".join(
       f"{k}: {_HOLDS[k]}" for k in KINDS) + " (a prefix hf:, orbax: or export: says which)")
 
 
-def from_config(c: Any, field: str, what: str, *, required: bool = True) -> ModelSource | None:
-  """The model named by the config field `c.<field>`, checked before any work (None when optional and empty)."""
+def from_config(c: Any, field: str, what: str, *, required: bool = True,
+                settings: tuple[tuple[str, str], ...] = ()) -> ModelSource | None:
+  """The model named by the config field `c.<field>` (loaded with `settings`), checked before any work; None
+  when optional and empty."""
   ref = str(c.get(field, "") or "").strip()
   if not ref:
     if required:
       raise ConfigFieldError(f"config.{field} is required: {what} (set --config.{field}=DIR or hf:DIR)")
     return None
-  return parse(ref, f"config.{field}")
+  return parse(ref, f"config.{field}", settings)
 
 
 def as_source(model: ModelSource | str | os.PathLike) -> ModelSource:

@@ -22,8 +22,11 @@ from __future__ import annotations
 
 import os
 
+import ml_collections
+
 from r1jax.config_utils import ConfigFieldError, build, input_paths
 from r1jax.data import tasks
+from r1jax.eval import EvalConfig
 from r1jax.model import ModelConfig
 from r1jax.sharding.mesh import mesh_from_config
 from r1jax.stages import exported, models
@@ -40,9 +43,9 @@ TOKENIZER = "the tokenizer the models use (a SentencePiece .model file or a dire
 
 
 def model_input(c, field: str, what: str, *, required: bool = True) -> models.ModelSource | None:
-  """The model named in `c.<field>` (an export, hf:DIR or orbax:DIR; r1jax.stages.models), checked before any
-  work; None when optional and empty."""
-  return models.from_config(c, field, what, required=required)
+  """The model named in `c.<field>` (an export, hf:DIR or orbax:DIR; r1jax.stages.models), loaded with the
+  settings of `c.load` (dtype, param_dtype, remat), checked before any work; None when optional and empty."""
+  return models.from_config(c, field, what, required=required, settings=models.load_settings(c))
 
 
 def finish(c, workdir: str, model_dir: str) -> str:
@@ -129,6 +132,7 @@ def validate_grpo(c):
 def run_grpo(c, workdir: str) -> str:
   """GRPO from the exported model c.init (also the reference policy); returns the exported policy's directory."""
   rl, task = validate_grpo(c)                                     # fail fast, before any work
+  final_evals(c)
   mesh = mesh_from_config(c.get("mesh"))
   init = model_input(c, "init", "the model to start from (DIR, hf:DIR or orbax:DIR), also the reference policy")
   tokenizer_path = models.tokenizer_input(c, init, TOKENIZER)
@@ -138,7 +142,37 @@ def run_grpo(c, workdir: str) -> str:
   test = list(task.examples("test", seed=c.seed, num=c.num_eval_problems)) if c.num_eval_problems else None
   out = exported.rl_stage(workdir, rl, init, tok, train, test, metadata={"stage": "grpo"}, mesh=mesh,
                           files=models.export_files(tokenizer_path, init))
-  return finish(c, workdir, out)
+  finish(c, workdir, out)
+  for name, section in final_evals(c):
+    from r1jax.stages import evaluate
+    evaluate.run(section, {"base": init.ref, "grpo": out}, tokenizer_path, os.path.join(workdir, f"eval_{name}"),
+                 mesh=mesh)
+  return out
+
+
+def final_evals(c) -> list[tuple[str, ml_collections.ConfigDict]]:
+  """The evaluations config.final_eval asks for after a run ({tasks: "name:split,...", num_problems, and the
+  sampling fields of r1jax.eval.EvalConfig}), each as a configs/evaluate.py-style section with the run's
+  template, seed and load settings; [] without the section. Checked before any work."""
+  fe = c.get("final_eval")
+  if not fe or not fe.get("tasks"):
+    return []
+  fe = dict(fe)
+  out = []
+  for item in filter(None, (t.strip() for t in str(fe.pop("tasks")).split(","))):
+    name, _, split = item.partition(":")
+    task = tasks.from_config({"name": name}, "config.final_eval.tasks")
+    split = split or "test"
+    if split not in task.splits:
+      raise ConfigFieldError(f"config.final_eval.tasks: {item!r}: {name} has splits {list(task.splits)}")
+    num = fe.get("num_problems", 200)
+    eval_fields = {k: v for k, v in fe.items() if k != "num_problems"}
+    section = ml_collections.ConfigDict(dict(
+        task={"name": name}, split=split, num_problems=num, seed=c.seed, template=c.rl.template,
+        load=dict(c.get("load") or {}), eval=dict(num_examples=num, **eval_fields)))
+    build(EvalConfig, section.eval, "config.final_eval")
+    out.append((name, section))
+  return out
 
 
 # ------------------------------------------------------------------------------------------ rejection sampling

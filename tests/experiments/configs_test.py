@@ -13,11 +13,33 @@ from r1jax.config_utils import ConfigFieldError, input_path, input_paths
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CONFIGS = sorted(p.stem for p in (ROOT / "configs").glob("*.py") if not p.stem.startswith("_"))
 # The arguments each config documents; anything else must be refused.
-VALID = {"r1_pipeline": ("runlocal", "tiny")}
+VALID = {"r1_pipeline": ("runlocal", "tiny"),
+         "grpo_gsm8k": ("qwen2.5-0.5b-instruct", "qwen2.5-1.5b-instruct", "r1-distill-qwen-1.5b", "qwen3-0.6b",
+                        "qwen3-30b-a3b", "tiny")}
 
 
 def test_every_config_is_listed():
-  assert set(CONFIGS) == {"distill", "evaluate", "grpo", "r1_pipeline", "r1_zero", "rejection_sample", "sft"}
+  assert set(CONFIGS) == {"distill", "evaluate", "grpo", "grpo_gsm8k", "r1_pipeline", "r1_zero", "rejection_sample",
+                          "sft"}
+
+
+def test_every_grpo_gsm8k_preset_builds_its_stage_and_evaluations():
+  from configs import grpo_gsm8k
+  from r1jax.stages import models, standalone
+  for preset in VALID["grpo_gsm8k"]:
+    c = grpo_gsm8k.get_config(preset)
+    rl, task = standalone.validate_grpo(c)
+    assert task.name == "gsm8k" and rl.template == "chat_boxed" and rl.max_prompt_len + rl.max_new_tokens <= 4352
+    assert [name for name, _ in standalone.final_evals(c)] == ["gsm8k", "math500"]
+    settings = dict(models.load_settings(c))
+    assert settings == ({} if preset == "tiny" else {"dtype": "bfloat16", "param_dtype": "float32", "remat": "full"})
+  c = grpo_gsm8k.get_config("tiny")
+  c.final_eval.tasks = "gsm8k:validation"
+  with pytest.raises(ConfigFieldError, match="config.final_eval.tasks: 'gsm8k:validation': gsm8k has splits"):
+    standalone.final_evals(c)
+  c.load.dtype = "bf16"
+  with pytest.raises(ConfigFieldError, match="config.load.dtype='bf16': must be one of"):
+    models.load_settings(c)
 
 
 @pytest.mark.parametrize("name", CONFIGS)

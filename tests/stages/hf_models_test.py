@@ -115,22 +115,24 @@ def test_grpo_from_a_hugging_face_model_and_back(family, tmp_path):
 @pytest.mark.slow
 def test_the_experiment_scripts_chain_from_a_hugging_face_model(tmp_path):
   """The real scripts, each given only hf:DIR or the previous job's export (the tokenizer travels with the
-  models): GRPO on GSM8K, rejection sampling from its export, SFT of the Hugging Face model on the traces
+  models): GRPO on GSM8K (configs/grpo_gsm8k.py's tiny preset, which then evaluates the source and the policy
+  on GSM8K and MATH-500), rejection sampling from its export, SFT of the Hugging Face model on the traces
   (exported back to Hugging Face), and evaluation of the source and both results on GSM8K test."""
   hf = tiny_hf_model(tmp_path / "hf", "qwen3")
   env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
 
-  def run(name, *overrides):
-    proc = subprocess.run([sys.executable, "-m", f"experiments.{name}", f"--config=configs/{name}.py:runlocal",
-                           f"--workdir={tmp_path / name}", *overrides], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=600)
+  def run(name, *overrides, config=None):
+    proc = subprocess.run([sys.executable, "-m", f"experiments.{name}",
+                           f"--config={config or f'configs/{name}.py:runlocal'}", f"--workdir={tmp_path / name}",
+                           *overrides], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
 
   gsm8k = ["--config.task.name=gsm8k"]           # the arithmetic options left in the section are ignored
-  run("grpo", *gsm8k, f"--config.init=hf:{hf}", "--config.num_train_problems=8", "--config.num_eval_problems=0",
-      "--config.rl.num_steps=2", "--config.rl.batch_size=2", "--config.rl.group_size=2",
-      "--config.rl.max_prompt_len=160", "--config.rl.max_new_tokens=8", "--config.rl.template=chat_boxed")
+  run("grpo", f"--config.init=hf:{hf}", config="configs/grpo_gsm8k.py:tiny")
   grpo_model = tmp_path / "grpo" / "model"
+  for name in ("gsm8k", "math500"):               # the preset's evaluation of the source and the policy
+    results = json.loads((tmp_path / "grpo" / f"eval_{name}" / "results.json").read_text())
+    assert list(results) == ["base", "grpo"] and all(r["num_examples"] == 4 for r in results.values())
   run("rejection_sample", f"--config.model={grpo_model}", "--config.num_problems=4", "--config.template=chat_boxed",
       "--config.rejection.num_samples=2", "--config.rejection.batch_size=4", "--config.rejection.max_prompt_len=160",
       "--config.rejection.max_new_tokens=8", "--config.rejection.min_rewards=()", *gsm8k)
@@ -163,6 +165,15 @@ def test_a_model_is_named_by_its_directory_or_a_prefix(tmp_path):
     jax.tree.map(np.testing.assert_array_equal, source.load()[1], variables)
     assert models.load_tokenizer(source.tokenizer_path()).encode("<think> 12") == \
         models.load_tokenizer(str(hf)).encode("<think> 12")
+  # Load settings (a config's `load` section) apply to every kind: compute dtype, parameter dtype, remat.
+  mixed = (("dtype", "bfloat16"), ("param_dtype", "float32"), ("remat", "full"))
+  for ref in (str(hf), export, str(orbax)):
+    cfg2, v2, _ = models.parse(ref, settings=mixed).load()
+    assert (cfg2.dtype, cfg2.param_dtype, cfg2.remat) == ("bfloat16", "float32", "full")
+    assert cfg2 == models.parse(ref, settings=mixed).config()
+    assert {x.dtype for x in jax.tree.leaves(v2["params"])} == {np.dtype("float32")}
+  cfg3, v3, _ = models.parse(export, settings=(("param_dtype", "bfloat16"),)).load()
+  assert cfg3.param_dtype == "bfloat16" and {x.dtype for x in jax.tree.leaves(v3["params"])} == {np.dtype(jnp.bfloat16)}
   with pytest.raises(FileNotFoundError, match=r"x='hf:.*export' does not hold config\.json"):
     models.parse(f"hf:{export}", "x")
   with pytest.raises(FileNotFoundError, match=r"x='.*' is not a model directory"):
