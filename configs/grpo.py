@@ -33,6 +33,9 @@ def get_config(arg: str | None = None):
   c.num_train_problems = base.num_train_problems
   c.num_eval_problems = 40 if runlocal else 200  # held out: evaluated every rl.eval_every steps and at the end
   c.rl = base.rl.to_dict()                      # r1jax.stages.grpo.RLStageConfig
+  # LoRA: rank > 0 trains low-rank adapters on the attention/MLP projections of a frozen base (also the
+  # reference policy); the exported model has them merged in.
+  c.rl.lora = dict(rank=0, alpha=16.0, targets=("attention", "mlp"))
   # The device mesh the job runs on (sizes of data, fsdp, expert, tensor; -1 = the remaining devices; all 1 =
   # one device, no mesh), e.g. --config.mesh.data=2 --config.mesh.expert=4 on 8 devices.
   c.mesh = mesh_fields()

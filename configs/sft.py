@@ -37,7 +37,9 @@ def get_config(arg: str | None = None):
       lm=dict(router_bias_rate=0.0, balance_loss_coef=0.0),
       optim=dict(learning_rate=1e-3, warmup_steps=min(20, steps // 4), total_steps=steps, weight_decay=0.01,
                  end_lr_ratio=0.05),
-      runtime=runtime_fields())          # r1jax.model.runtime.Runtime: MoE dispatch, capacity factor
+      runtime=runtime_fields(),          # r1jax.model.runtime.Runtime: MoE dispatch, capacity factor
+      # rank > 0: low-rank adapters on the attention/MLP projections of a frozen `init`, exported merged
+      lora=dict(rank=0, alpha=16.0, targets=("attention", "mlp")))
   # The device mesh the job runs on (sizes of data, fsdp, expert, tensor; -1 = the remaining devices; all 1 =
   # one device, no mesh), e.g. --config.mesh.data=2 --config.mesh.expert=4 on 8 devices.
   c.mesh = mesh_fields()

@@ -36,6 +36,7 @@ from r1jax.stages.writers import MetricsWriter, Preemption, finish_saves
 from r1jax.train.optim import OptimConfig, make_optimizer
 from r1jax.sharding.distributed import allgather_objects, default_input_shards, input_shards
 from r1jax.sharding.mesh import batch_sharding
+from r1jax.train.lora import LoraConfig
 from r1jax.train.state import create_train_state
 from r1jax.train.step import check_finite
 
@@ -65,6 +66,8 @@ class RLStageConfig:
   optim: OptimConfig = OptimConfig(learning_rate=1e-4, warmup_steps=0, total_steps=40, schedule="constant")
   eval: EvalConfig = EvalConfig()
   runtime: Runtime = Runtime()         # how the model runs in the update and the rollouts: r1jax.model.runtime
+  # rank > 0: train low-rank adapters on a frozen base (r1jax.train.lora); the reference is that base
+  lora: LoraConfig = LoraConfig()
   # S prompt pipelines, each reading every S-th example and giving batch_size/S prompts of each batch; a process
   # reads only the shards its devices hold. 0: one per batch slice of the mesh (1 without a mesh).
   input_shards: int = 0
@@ -88,6 +91,9 @@ class RLStageConfig:
       raise ValueError(f"RLStageConfig.input_shards={self.input_shards!r}: must be 0 (one per batch slice of "
                        f"the mesh) or a divisor of batch_size={self.batch_size}")
     check_reward_names("RLStageConfig", self.reward_weights, self.reward_options, self.max_new_tokens)
+    if self.lora.enabled and self.ref_reset_every:
+      raise ValueError("RLStageConfig.ref_reset_every must be 0 with LoRA (lora.rank > 0): the reference is the "
+                       "frozen base")
 
 
 def prompt_input(sc: RLStageConfig, examples: Any, tokenizer, template, mesh=None):
@@ -166,14 +172,17 @@ def run_rl_stage(model_cfg: ModelConfig, sc: RLStageConfig, *, initial_variables
   g = sc.group_size
 
   # --- restore
-  state = create_train_state(place_variables(model_cfg, initial_variables, mesh), tx)
-  ref = _copy({"params": state.params, "router_bias": state.router_bias})   # update donates the state
+  state = create_train_state(place_variables(model_cfg, initial_variables, mesh), tx, lora_config=sc.lora,
+                             key=jax.random.key(sc.seed + 1))
+  # The reference: a copy of the initial policy (the update donates the state), or under LoRA the frozen base
+  # inside the state (None here: read from the state when used).
+  ref = None if sc.lora.enabled else _copy({"params": state.params, "router_bias": state.router_bias})
   start = ckpt.latest_step()
   if start is not None:
-    template_tree = {"state": state_dict(state), "ref": ref}
+    template_tree = {"state": state_dict(state), **({"ref": ref} if ref is not None else {})}
     target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), template_tree)
     restored, _ = ckpt.restore(start, target=target, data_iter=data if start < sc.num_steps else None)
-    state, ref = from_state_dict(restored["state"]), restored["ref"]
+    state, ref = from_state_dict(restored["state"], like=state), restored.get("ref")
     writer.truncate_after(start)
   step = start if start is not None else 0     # RL steps (one rollout each), not optimizer updates
 
@@ -219,7 +228,8 @@ def run_rl_stage(model_cfg: ModelConfig, sc: RLStageConfig, *, initial_variables
         train_batch = {k: jax.device_put(v, batch_sharding(mesh, v.ndim)) for k, v in train_batch.items()}
       if sc.grpo.beta > 0:
         train_batch["ref_logp"] = jax.block_until_ready(ref_logprobs(
-            ref, train_batch["tokens"], train_batch["attention_mask"], sc.max_new_tokens))   # timed honestly
+            ref if ref is not None else state.base_variables(), train_batch["tokens"], train_batch["attention_mask"],
+            sc.max_new_tokens))   # timed honestly
       t_ref = time.time() - t1
       t2 = time.time()
       if n_keep > 0:
@@ -259,8 +269,8 @@ def run_rl_stage(model_cfg: ModelConfig, sc: RLStageConfig, *, initial_variables
                        mesh=mesh)
         writer.write(step, {k: v for k, v in rep.items() if k != "samples"}, kind="eval")
       if step % sc.checkpoint_every == 0 or step == sc.num_steps or preempt.requested:
-        ckpt.save(step, {"state": state_dict(state), "ref": ref}, data_iter=data, metadata={"stage": "rl"},
-                  force=True)
+        tree = {"state": state_dict(state), **({"ref": ref} if ref is not None else {})}
+        ckpt.save(step, tree, data_iter=data, metadata={"stage": "rl"}, force=True)
       if preempt.requested:
         break
   preempt.exit_if_requested("rl", step)

@@ -28,6 +28,7 @@ from r1jax.stages.writers import MetricsWriter, Preemption, finish_saves
 from r1jax.train.distill import DistillConfig, check_compatible, make_distill_update, make_teacher_topk
 from r1jax.train.lm import LMConfig
 from r1jax.train.optim import OptimConfig, make_optimizer
+from r1jax.train.lora import LoraConfig
 from r1jax.train.state import create_train_state
 from r1jax.train.step import check_finite
 
@@ -46,6 +47,7 @@ class LMStageConfig:
   optim: OptimConfig = OptimConfig()
   distill: DistillConfig = DistillConfig()   # token-level KD (needs a teacher); top_k=0: plain LM / SFT
   runtime: Runtime = Runtime()       # how the model runs (MoE dispatch, capacity factor): r1jax.model.runtime
+  lora: LoraConfig = LoraConfig()    # rank > 0: train low-rank adapters on a frozen base (r1jax.train.lora)
   # S pipelines, each reading every S-th example and packing batch_size/S rows of each batch; a process reads
   # only the shards its devices hold. 0: one per batch slice of the mesh (1 without a mesh).
   input_shards: int = 0
@@ -120,7 +122,7 @@ def run_lm_stage(model_cfg: ModelConfig, sc: LMStageConfig, *, examples: Any, to
   def init_state():
     variables = place_variables(model_cfg, initial_variables, mesh) if initial_variables is not None else \
         init_variables(model_cfg, jax.random.key(sc.seed), mesh=mesh)
-    return create_train_state(variables, tx)
+    return create_train_state(variables, tx, lora_config=sc.lora, key=jax.random.key(sc.seed + 1))
 
   # --- restore
   state = init_state()
@@ -129,7 +131,7 @@ def run_lm_stage(model_cfg: ModelConfig, sc: LMStageConfig, *, examples: Any, to
     target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
                           state_dict(state))
     restored, _ = ckpt.restore(start, target=target, data_iter=data if start < sc.num_steps else None)
-    state = from_state_dict(restored)
+    state = from_state_dict(restored, like=state)
     writer.truncate_after(start)
   step = int(state.step)
 

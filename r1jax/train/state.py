@@ -1,4 +1,7 @@
-"""TrainState: the small pytree every trainer updates (params, router bias, optimizer state, step)."""
+"""TrainState: the small pytree every trainer updates (params, router bias, optimizer state, step).
+
+With LoRA (r1jax.train.lora) `params` are the adapters and `frozen` the base parameters: the model's
+variables are then the merged W + scale * A @ B, and only the adapters have gradients and optimizer state."""
 from __future__ import annotations
 
 from typing import Any
@@ -9,32 +12,61 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from r1jax.train import lora
+
 
 @flax.struct.dataclass
 class TrainState:
   step: jax.Array            # int32[]
-  params: Any                # trainable parameters (model variables["params"])
+  params: Any                # trainable parameters (model variables["params"], or the LoRA adapters)
   router_bias: Any           # MoE selection biases (variables["router_bias"]); {} for dense models
   opt_state: Any
+  frozen: Any = None         # with LoRA: the base model's params, never updated; None otherwise
+  lora_scale: float = flax.struct.field(pytree_node=False, default=0.0)   # alpha / rank
+
+  def model_params(self, params=None):
+    """The model's params for trainable `params` (default: the state's): merged with the base under LoRA."""
+    params = self.params if params is None else params
+    return params if self.frozen is None else lora.merge(self.frozen, params, self.lora_scale)
 
   def variables(self) -> dict:
-    """The model variables accepted by r1jax.model.forward."""
-    return variables_of(self.params, self.router_bias)
+    """The model variables accepted by r1jax.model.forward (LoRA adapters merged into the base)."""
+    if self.frozen is None:
+      return variables_of(self.params, self.router_bias)
+    return variables_of(_merge_jit(self.frozen, self.params, self.lora_scale), self.router_bias)
+
+  def base_variables(self) -> dict:
+    """The frozen base's variables under LoRA (the GRPO reference policy, without a second copy)."""
+    if self.frozen is None:
+      raise ValueError("base_variables: this state trains every parameter (no LoRA base)")
+    return variables_of(self.frozen, self.router_bias)
+
+
+_merge_jit = jax.jit(lora.merge, static_argnums=2)
 
 
 def variables_of(params, router_bias) -> dict:
   return {"params": params, "router_bias": router_bias} if router_bias else {"params": params}
 
 
-def create_train_state(variables: dict, tx: optax.GradientTransformation) -> TrainState:
+def create_train_state(variables: dict, tx: optax.GradientTransformation, *, lora_config=None,
+                       key: jax.Array | None = None) -> TrainState:
   """Wraps model variables (from init_variables or r1jax.hf.load) with a fresh optimizer state.
 
-  Run under jit with sharded params, the optimizer moments inherit the parameters' shardings.
+  Run under jit with sharded params, the optimizer moments inherit the parameters' shardings. With an
+  enabled `lora_config` (r1jax.train.lora.LoraConfig) the variables' params become the frozen base and fresh
+  adapters (from `key`, replicated over the base's mesh) are what trains.
   """
   # A copy: the update donates the state's buffers, which must not delete the caller's variables.
   variables = jax.tree.map(jnp.copy, variables)
   params = variables["params"]
   mesh = _mesh_of(params)
+  frozen, scale = None, 0.0
+  if lora_config is not None and lora_config.enabled:
+    frozen, scale = params, lora_config.scale
+    params = lora.init_adapters(frozen, lora_config, jax.random.key(0) if key is None else key)
+    if mesh is not None:
+      params = jax.device_put(params, NamedSharding(mesh, P()))
   if mesh is None:
     opt_state = jax.jit(tx.init)(params)
   else:
@@ -46,7 +78,8 @@ def create_train_state(variables: dict, tx: optax.GradientTransformation) -> Tra
                                 transform_non_params=lambda _: replicated)
     opt_state = jax.jit(tx.init, out_shardings=out)(params)
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                     router_bias=variables.get("router_bias", {}), opt_state=opt_state)
+                     router_bias=variables.get("router_bias", {}), opt_state=opt_state, frozen=frozen,
+                     lora_scale=scale)
   if mesh is not None:  # the step counter goes on the same mesh, replicated
     state = jax.tree.map(lambda x: x if isinstance(getattr(x, "sharding", None), NamedSharding)
                          else jax.device_put(x, NamedSharding(mesh, P())), state)

@@ -59,8 +59,8 @@ def make_update(cfg: ModelConfig, tx: optax.GradientTransformation, loss_fn: Cal
   """
 
   def step(state: TrainState, batch):
-    def objective(params):
-      return loss_fn(variables_of(params, state.router_bias), batch)
+    def objective(params):                  # under LoRA, params are the adapters and the base is frozen
+      return loss_fn(variables_of(state.model_params(params), state.router_bias), batch)
 
     (loss, (metrics, aux)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -71,7 +71,7 @@ def make_update(cfg: ModelConfig, tx: optax.GradientTransformation, loss_fn: Cal
       router_bias = update_router_biases(cfg, state.router_bias, counts, router_bias_rate)
     metrics = dict(metrics)
     metrics.update(loss=loss, grad_norm=optax.tree.norm(grads), **expert_balance_metrics(counts))
-    new_state = TrainState(step=state.step + 1, params=params, router_bias=router_bias, opt_state=opt_state)
+    new_state = state.replace(step=state.step + 1, params=params, router_bias=router_bias, opt_state=opt_state)
     return new_state, metrics
 
   jitted = {}
