@@ -118,7 +118,7 @@ class ModelSource:
     if self.kind == "hf":
       from r1jax.hf import load
       dtype, rest = self._hf_settings()
-      cfg, variables = load(self.path, dtype=dtype, mesh=mesh)
+      cfg, variables = load(self.path, dtype=dtype, mesh=mesh, **rest)   # read straight into param_dtype
       metadata = {"source": self.ref}
     elif self.kind == "export":
       cfg, variables, metadata = load_model(self.path, ModelConfig)

@@ -15,12 +15,15 @@ CONFIGS = sorted(p.stem for p in (ROOT / "configs").glob("*.py") if not p.stem.s
 # The arguments each config documents; anything else must be refused.
 VALID = {"r1_pipeline": ("runlocal", "tiny"),
          "grpo_gsm8k": ("qwen2.5-0.5b-instruct", "qwen2.5-1.5b-instruct", "r1-distill-qwen-1.5b", "qwen3-0.6b",
-                        "qwen3-30b-a3b", "tiny")}
+                        "qwen3-30b-a3b", "tiny"),
+         "sft_hf": ("qwen2.5-0.5b-instruct", "qwen2.5-1.5b-instruct", "r1-distill-qwen-1.5b", "qwen3-0.6b",
+                    "qwen3-30b-a3b", "tiny"),
+         "distill_hf": ("qwen2.5-0.5b", "qwen2.5-1.5b", "qwen3-0.6b", "tiny")}
 
 
 def test_every_config_is_listed():
-  assert set(CONFIGS) == {"distill", "evaluate", "grpo", "grpo_gsm8k", "r1_pipeline", "r1_zero", "rejection_sample",
-                          "sft"}
+  assert set(CONFIGS) == {"distill", "distill_hf", "evaluate", "grpo", "grpo_gsm8k", "r1_pipeline", "r1_zero",
+                          "rejection_sample", "sft", "sft_hf"}
 
 
 def test_every_grpo_gsm8k_preset_builds_its_stage_and_evaluations():
@@ -40,6 +43,18 @@ def test_every_grpo_gsm8k_preset_builds_its_stage_and_evaluations():
   c.load.dtype = "bf16"
   with pytest.raises(ConfigFieldError, match="config.load.dtype='bf16': must be one of"):
     models.load_settings(c)
+
+
+def test_every_sft_and_distill_preset_builds_its_stage():
+  from configs import distill_hf, sft_hf
+  from r1jax.stages import standalone
+  for preset in VALID["sft_hf"]:
+    c = sft_hf.get_config(preset)
+    _, sc = standalone.validate_sft(c)
+    assert c.export_hf and sc.lora.enabled == (preset == "qwen3-30b-a3b")
+  for preset in VALID["distill_hf"]:
+    _, sc = standalone.validate_distill(distill_hf.get_config(preset))
+    assert sc.distill.top_k == 0
 
 
 @pytest.mark.parametrize("name", CONFIGS)

@@ -91,13 +91,16 @@ def _grpo_config(init, **rl):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f != "qwen3"])   # qwen3: the scripts' chain below
 def test_grpo_from_a_hugging_face_model_and_back(family, tmp_path):
-  """GRPO (2 steps on GSM8K prompts in the model's chat template) from hf:DIR: the export carries the
-  tokenizer, and its Hugging Face directory loads in transformers with the logits of the exported variables
-  and the source's tokenizer files."""
+  """GRPO (2 steps on GSM8K prompts in the model's chat template) from hf:DIR (qwen2 with LoRA adapters): the
+  export carries the tokenizer, and its Hugging Face directory loads in transformers with the logits of the
+  exported variables and the source's tokenizer files."""
   hf = tiny_hf_model(tmp_path / "hf", family)
-  out = standalone.run_grpo(_grpo_config(f"hf:{hf}"), str(tmp_path / "grpo"))
+  c = _grpo_config(f"hf:{hf}")
+  if family == "qwen2":                          # LoRA adapters on a frozen base, exported merged
+    c.rl.lora.update(rank=4, alpha=8.0)
+  out = standalone.run_grpo(c, str(tmp_path / "grpo"))
   cfg, variables, meta = load_model(out, ModelConfig)
   assert meta["init"] == f"hf:{hf}"
   assert models.parse(out).tokenizer_path() == os.path.join(out, "hf")
@@ -116,8 +119,9 @@ def test_grpo_from_a_hugging_face_model_and_back(family, tmp_path):
 def test_the_experiment_scripts_chain_from_a_hugging_face_model(tmp_path):
   """The real scripts, each given only hf:DIR or the previous job's export (the tokenizer travels with the
   models): GRPO on GSM8K (configs/grpo_gsm8k.py's tiny preset, which then evaluates the source and the policy
-  on GSM8K and MATH-500), rejection sampling from its export, SFT of the Hugging Face model on the traces
-  (exported back to Hugging Face), and evaluation of the source and both results on GSM8K test."""
+  on GSM8K and MATH-500), rejection sampling from its export, LoRA SFT of the Hugging Face model on the traces
+  (configs/sft_hf.py; exported merged, and back to Hugging Face), distillation of another Hugging Face model
+  from it on the same traces (configs/distill_hf.py), and evaluation of the source and both results on GSM8K test."""
   hf = tiny_hf_model(tmp_path / "hf", "qwen3")
   env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
 
@@ -138,8 +142,13 @@ def test_the_experiment_scripts_chain_from_a_hugging_face_model(tmp_path):
       "--config.rejection.max_new_tokens=8", "--config.rejection.min_rewards=()", *gsm8k)
   traces = [json.loads(l) for l in open(tmp_path / "rejection_sample" / "traces.jsonl")]
   assert len(traces) == 4 and all(t["prompt"].startswith("<|im_start|>system\n") for t in traces)
-  run("sft", f"--config.init=hf:{hf}", f"--config.data={tmp_path / 'rejection_sample' / 'traces.jsonl'}",
-      "--config.sft.num_steps=2", "--config.sft.batch_size=2", "--config.sft.seq_len=192", "--config.export_hf=True")
+  traces_file = tmp_path / "rejection_sample" / "traces.jsonl"
+  run("sft", f"--config.init=hf:{hf}", f"--config.data={traces_file}", "--config.sft.lora.rank=4",
+      config="configs/sft_hf.py:tiny")
+  student = tiny_hf_model(tmp_path / "student", "qwen3", seed=1)          # the same tokenizer, other weights
+  run("distill", f"--config.teacher=hf:{hf}", f"--config.student_init=hf:{student}", f"--config.data={traces_file}",
+      config="configs/distill_hf.py:tiny")
+  assert (tmp_path / "distill" / "hf" / "tokenizer.json").read_bytes() == (hf / "tokenizer.json").read_bytes()
   run("evaluate", f"--config.models=base=hf:{hf},grpo={grpo_model},sft=hf:{tmp_path / 'sft' / 'hf'}", *gsm8k, "--config.split=test", "--config.num_problems=4", "--config.template=chat_boxed",
       "--config.eval.max_prompt_len=160", "--config.eval.max_new_tokens=8", "--config.eval.num_samples=2")
   results = json.loads((tmp_path / "evaluate" / "results.json").read_text())
