@@ -12,6 +12,7 @@ checkpoints). Token-level KD is off by default (distill.distill.top_k=0: SFT on 
 top_k=8 adds it where teacher and student tokenize alike.
 """
 from configs import distill
+from configs._hf_presets import set_lm_section, set_load
 from r1jax.config_utils import config_argument
 
 PRESETS = {
@@ -29,13 +30,9 @@ def get_config(arg: str | None = None):
   tiny = arg == "tiny"
   c = distill.get_config()
   c.preset = arg
-  c.load.update(dtype="" if tiny else "bfloat16", param_dtype="" if tiny else "float32",
-                remat="" if tiny else "full")
-  steps = 2 if tiny else 2000
-  c.distill.update(num_steps=steps, batch_size=batch, seq_len=seq_len, log_every=1 if tiny else 10,
-                   checkpoint_every=1 if tiny else 100)
-  c.distill.optim.update(learning_rate=lr, warmup_steps=0 if tiny else 50, total_steps=steps, weight_decay=0.0,
-                         end_lr_ratio=0.1)
+  set_load(c, tiny)
+  set_lm_section(c.distill, tiny=tiny, steps=2 if tiny else 2000, seq_len=seq_len, batch_size=batch,
+                 learning_rate=lr)
   c.distill.distill.update(top_k=0)
   c.mesh.update(mesh)
   c.export_hf = True

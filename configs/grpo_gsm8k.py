@@ -27,6 +27,7 @@ preset splits experts 8 ways). Any field can be overridden, e.g. --config.rl.bat
 import ml_collections
 
 from configs import grpo
+from configs._hf_presets import set_load
 from r1jax.config_utils import config_argument
 
 PRESETS = {
@@ -49,8 +50,7 @@ def get_config(arg: str | None = None):
   c.task = ml_collections.ConfigDict(dict(name="gsm8k"))
   c.num_train_problems = 8 if tiny else 7473          # the whole train split
   c.num_eval_problems = 0 if tiny else 500            # GSM8K test, during training
-  c.load.update(dtype="" if tiny else "bfloat16", param_dtype="" if tiny else "float32",
-                remat="" if tiny else "full")
+  set_load(c, tiny)
   steps = 2 if tiny else 500
   c.rl.update(
       num_steps=steps, batch_size=batch, group_size=group, max_prompt_len=160 if tiny else 256,

@@ -16,6 +16,7 @@ Real-run defaults: bf16 compute with float32 parameters and rematerialised layer
 of 2-4k tokens, a mesh over every device, the result also written as a Hugging Face directory (WORKDIR/hf).
 """
 from configs import sft
+from configs._hf_presets import set_lm_section, set_load
 from r1jax.config_utils import config_argument
 
 PRESETS = {
@@ -35,13 +36,9 @@ def get_config(arg: str | None = None):
   tiny = arg == "tiny"
   c = sft.get_config()
   c.preset = arg
-  c.load.update(dtype="" if tiny else "bfloat16", param_dtype="" if tiny else "float32",
-                remat="" if tiny else "full")
-  steps = 2 if tiny else 1000
-  c.sft.update(num_steps=steps, batch_size=batch, seq_len=seq_len, log_every=1 if tiny else 10,
-               checkpoint_every=1 if tiny else 100)
-  c.sft.optim.update(learning_rate=lr, warmup_steps=0 if tiny else 50, total_steps=steps, weight_decay=0.0,
-                     end_lr_ratio=0.1)
+  set_load(c, tiny)
+  set_lm_section(c.sft, tiny=tiny, steps=2 if tiny else 1000, seq_len=seq_len, batch_size=batch,
+                 learning_rate=lr)
   c.sft.lora.update(rank=rank, alpha=2.0 * rank if rank else 16.0)
   c.mesh.update(mesh)
   c.export_hf = True

@@ -57,8 +57,9 @@ def save_model(path: str | os.PathLike, cfg: _Config, variables: Any,
                metadata: Mapping[str, Any] | None = None, files: Mapping[str, str] | None = None) -> str:
   """Writes cfg + variables (+ JSON metadata) to `path`, replacing nothing: the path must not exist yet.
 
-  files: {name: file or directory} copied into the export under `name` before it is complete (e.g. the
-  tokenizer the model uses); names of the export's own entries are refused.
+  files: {relative path: file or directory} copied into the export before it is complete (e.g. the
+  tokenizer the model uses, "hf/tokenizer.json"); paths that leave the export or start with one of its own
+  entries are refused.
 
   In a multi-process job every process calls it: the variables are gathered to host arrays (a model
   directory holds no device layout, so any mesh can load it), Orbax writes them once, process 0 writes
@@ -67,10 +68,12 @@ def save_model(path: str | os.PathLike, cfg: _Config, variables: Any,
   if is_model(path):
     raise FileExistsError(f"{path} already holds an exported model")
   files = dict(files or {})
-  clash = sorted(set(files) & {_CONFIG, _META, _VARS})
-  if clash or any(os.sep in n or n in ("", ".", "..") for n in files):
-    raise ValueError(f"save_model files: bad name(s) {clash or sorted(files)}: plain names other than "
-                     f"{_CONFIG}, {_META}, {_VARS}")
+  parts = lambda n: os.path.normpath(n).split(os.sep)
+  bad = sorted(n for n in files if os.path.isabs(n) or ".." in parts(n)
+               or parts(n)[0] in ("", ".", _CONFIG, _META, _VARS))
+  if bad:
+    raise ValueError(f"save_model files: bad name(s) {bad}: relative paths inside the export, not under "
+                     f"{_CONFIG}, {_META} or {_VARS}")
   primary = jax.process_index() == 0
   tmp = path + ".tmp"
   if primary:
@@ -87,7 +90,9 @@ def save_model(path: str | os.PathLike, cfg: _Config, variables: Any,
     with open(os.path.join(tmp, _META), "w") as f:
       json.dump(dict(metadata or {}), f, indent=1, default=str)
     for name, src in files.items():
-      (shutil.copytree if os.path.isdir(src) else shutil.copy2)(src, os.path.join(tmp, name))
+      dst = os.path.join(tmp, os.path.normpath(name))
+      os.makedirs(os.path.dirname(dst), exist_ok=True)
+      (shutil.copytree if os.path.isdir(src) else shutil.copy2)(src, dst)
     shutil.rmtree(path, ignore_errors=True)          # an incomplete leftover, never a finished model
     os.replace(tmp, path)
   _sync(f"save_model done {path}")

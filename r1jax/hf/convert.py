@@ -39,19 +39,24 @@ _WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json
 _TOKEN_FIELDS = ("bos_token_id", "eos_token_id", "pad_token_id")
 
 
+def side_files(src: str | os.PathLike) -> list[pathlib.Path]:
+  """A Hugging Face directory's non-weight files: config, tokenizer and generation files (not the weights,
+  not the weight index)."""
+  return sorted(f for f in pathlib.Path(src).iterdir()
+                if f.is_file() and not f.name.endswith(_WEIGHT_SUFFIXES) and f.name not in _WEIGHT_INDEXES)
+
+
 def _copy_side_files(src: pathlib.Path, dst: pathlib.Path, *, include_config: bool) -> None:
   """Copies tokenizer/generation files (not weights, not the weight index)."""
   dst.mkdir(parents=True, exist_ok=True)
-  for f in src.iterdir():
-    if not f.is_file() or f.name.endswith(_WEIGHT_SUFFIXES) or f.name in _WEIGHT_INDEXES:
-      continue
-    if f.name == "config.json" and not include_config:
-      continue
-    shutil.copy2(f, dst / f.name)
+  for f in side_files(src):
+    if f.name != "config.json" or include_config:
+      shutil.copy2(f, dst / f.name)
 
 
-def _export_options(hf_dir: pathlib.Path) -> dict[str, Any]:
-  """save() options that carry the source checkpoint's family and token ids over."""
+def export_options(hf_dir: str | os.PathLike) -> dict[str, Any]:
+  """save() options that carry the source checkpoint's family and token ids over (from its config.json)."""
+  hf_dir = pathlib.Path(hf_dir)
   if not (hf_dir / "config.json").exists():
     return {}
   src = read_hf_config(hf_dir)
@@ -106,7 +111,7 @@ def convert(*, from_hf=None, from_orbax=None, to_hf=None, to_orbax=None, dtype: 
       variables = {**variables, "params": jax.tree.map(lambda x: x.astype(cfg.jnp_param_dtype), variables["params"])}
   if to_orbax is not None:
     return save_orbax(to_orbax, cfg, variables, hf_dir=src_side if src_side.exists() else None)
-  out = save(to_hf, cfg, variables, dtype=dtype, **_export_options(src_side))
+  out = save(to_hf, cfg, variables, dtype=dtype, **export_options(src_side))
   if src_side.exists():
     _copy_side_files(src_side, out, include_config=False)
   return out

@@ -63,8 +63,7 @@ def config_inputs(c) -> tuple[dict[str, str], str]:
   if not models:
     raise ConfigFieldError(f"config.models is required: {MODELS} (set --config.models=base=DIR1,r1=DIR2)")
   for name, ref in models.items():                   # every path exists, then each is a model
-    path = ref.partition(":")[2] if ref.partition(":")[0] in model_sources.KINDS else ref
-    if not os.path.exists(path):
+    if not os.path.exists(model_sources.split_ref(ref)[1]):
       raise FileNotFoundError(f"config.models: model {name!r}: {ref!r} does not exist")
   settings = model_sources.load_settings(c)
   sources = {name: model_sources.parse(ref, f"config.models: model {name!r}", settings) for name, ref in models.items()}

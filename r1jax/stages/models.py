@@ -2,7 +2,8 @@
 
     runs/r1/pretrain/model               an r1jax export (r1jax.checkpoint.save_model: model_config.json + variables/)
     hf:/ckpt/Qwen2.5-0.5B-Instruct       a Hugging Face directory (config.json, safetensors, tokenizer files)
-    orbax:/ckpt/qwen-orbax               what `python -m r1jax.hf.convert --to_orbax` writes (model_config.json + params/)
+    orbax:/ckpt/qwen-orbax               what `python -m r1jax.hf.convert --to_orbax` writes
+                                         (model_config.json + params/)
 
 A path without a prefix is recognised by what it holds, in that order. The tokenizer comes with the model:
 a Hugging Face directory's tokenizer.json (with its chat template and stop tokens), or what a stage saved in
@@ -24,7 +25,6 @@ import shutil
 from typing import Any
 
 import jax
-import numpy as np
 
 from r1jax.checkpoint import is_model, load_config, load_model
 from r1jax.config_utils import ConfigFieldError
@@ -36,15 +36,12 @@ from r1jax.sharding import distributed
 KINDS = ("export", "hf", "orbax")
 SP_TOKENIZER = "tokenizer.model"      # in an export: the SentencePiece model it was trained with
 HF_SIDE = "hf"                        # in an export or an Orbax conversion: the Hugging Face side files
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack")
-_WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
-# Token ids kept from a source config.json when exporting to Hugging Face (ModelConfig has no token ids).
-_TOKEN_FIELDS = ("bos_token_id", "eos_token_id", "pad_token_id")
 
 
 def _is_hf(path: str) -> bool:
   p = pathlib.Path(path)
-  return (p / "config.json").is_file() and (any(p.glob("*.safetensors")) or (p / _WEIGHT_INDEXES[0]).is_file())
+  weights = any(p.glob("*.safetensors")) or (p / "model.safetensors.index.json").is_file()
+  return (p / "config.json").is_file() and weights
 
 
 def _is_orbax(path: str) -> bool:
@@ -145,22 +142,26 @@ class ModelSource:
     return side if side and os.path.isfile(os.path.join(side, "tokenizer.json")) else None
 
 
+def split_ref(ref: str) -> tuple[str | None, str]:
+  """(kind or None, absolute path) of a model name: "hf:DIR" -> ("hf", DIR); a plain path -> (None, path)."""
+  kind, _, rest = str(ref).strip().partition(":")
+  if kind in KINDS and rest:
+    return kind, os.path.abspath(os.path.expanduser(rest))
+  return None, os.path.abspath(os.path.expanduser(str(ref).strip()))
+
+
 def parse(ref: str, where: str = "model", settings: tuple[tuple[str, str], ...] = ()) -> ModelSource:
   """The model named `ref` ("hf:DIR", "orbax:DIR", "export:DIR" or a plain DIR recognised by its contents),
   loaded with `settings` (see load_settings); errors say what `where` (e.g. "config.init") holds and what was
   expected."""
   ref = str(ref).strip()
-  kind, _, rest = ref.partition(":")
-  if kind in KINDS and rest:
-    path = os.path.abspath(os.path.expanduser(rest))
-    if not os.path.exists(path):
-      raise FileNotFoundError(f"{where}={ref!r} does not exist")
+  kind, path = split_ref(ref)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{where}={ref!r} does not exist")
+  if kind is not None:
     if not _CHECKS[kind](path):
       raise FileNotFoundError(f"{where}={ref!r} does not hold {_HOLDS[kind]}")
     return ModelSource(kind, path, settings)
-  path = os.path.abspath(os.path.expanduser(ref))
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{where}={ref!r} does not exist")
   for kind in KINDS:
     if _CHECKS[kind](path):
       return ModelSource(kind, path, settings)
@@ -218,32 +219,17 @@ def check_vocab(tok, cfg: ModelConfig, model: str, tokenizer: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------ what exports carry
-def side_files(src: str) -> list[pathlib.Path]:
-  """A Hugging Face directory's non-weight files (config, tokenizer, generation config)."""
-  return sorted(f for f in pathlib.Path(src).iterdir()
-                if f.is_file() and not f.name.endswith(_WEIGHT_SUFFIXES) and f.name not in _WEIGHT_INDEXES)
-
-
 def export_files(tokenizer_path: str | None, source: ModelSource | None = None) -> dict[str, str]:
-  """{name in the export: file or directory to copy} for an export of a model that started from `source`
-  and uses the tokenizer at `tokenizer_path`: the tokenizer and the Hugging Face side files travel on."""
-  files = {}
+  """{path in the export: file to copy} for an export of a model that started from `source` and uses the
+  tokenizer at `tokenizer_path`: the tokenizer and the Hugging Face side files (never the weights) travel on."""
+  from r1jax.hf.convert import side_files
   side = source.side_dir() if source is not None else None
-  if side:
-    files[HF_SIDE] = side
+  if tokenizer_path and os.path.isdir(tokenizer_path):
+    side = tokenizer_path                       # an HF tokenizer given in the config replaces the source's files
+  files = {f"{HF_SIDE}/{f.name}": str(f) for f in side_files(side)} if side else {}
   if tokenizer_path and os.path.isfile(tokenizer_path):
     files[SP_TOKENIZER] = tokenizer_path
-  elif tokenizer_path and os.path.isdir(tokenizer_path) and os.path.realpath(tokenizer_path) != (
-      os.path.realpath(side) if side else None):
-    files[HF_SIDE] = tokenizer_path             # an overriding HF tokenizer: its files replace the source's
   return files
-
-
-def _gather(x):
-  from jax.experimental import multihost_utils
-  if isinstance(x, jax.Array) and not x.is_fully_addressable and not x.is_fully_replicated:
-    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-  return np.asarray(jax.device_get(x))
 
 
 def export_hf(model: ModelSource | str, out: str, *, dtype: str | None = None) -> str:
@@ -251,28 +237,22 @@ def export_hf(model: ModelSource | str, out: str, *, dtype: str | None = None) -
   (safetensors), config.json (the source's model family and token ids when it came from Hugging Face) and
   the tokenizer files it carries (tokenizer.json & co., or tokenizer.model). A finished `out` is kept.
   Every process of a multi-process job calls it; process 0 writes."""
-  from r1jax.hf import SUPPORTED_MODEL_TYPES, save
+  from r1jax.hf import save
+  from r1jax.hf.convert import export_options, side_files
   out = os.path.abspath(out)
   if os.path.isfile(os.path.join(out, "config.json")):
     return out
   source = as_source(model)
   cfg, variables, _ = source.load()
-  host = jax.tree.map(_gather, variables)
+  host = jax.tree.map(distributed.to_host, variables)
   if distributed.is_writer():
     tmp = out + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     side = source.side_dir()
-    options: dict[str, Any] = {}
-    if side and os.path.isfile(os.path.join(side, "config.json")):
-      src = json.loads(pathlib.Path(side, "config.json").read_text())
-      options["extra_config"] = {k: src[k] for k in _TOKEN_FIELDS if k in src}
-      if src.get("model_type") in SUPPORTED_MODEL_TYPES:
-        options["model_type"] = src["model_type"]
-    save(tmp, cfg, host, dtype=dtype, **options)
-    if side:
-      for f in side_files(side):
-        if f.name != "config.json":
-          shutil.copy2(f, os.path.join(tmp, f.name))
+    save(tmp, cfg, host, dtype=dtype, **(export_options(side) if side else {}))
+    for f in side_files(side) if side else []:
+      if f.name != "config.json":
+        shutil.copy2(f, os.path.join(tmp, f.name))
     own_sp = os.path.join(source.path, SP_TOKENIZER)
     if source.kind == "export" and os.path.isfile(own_sp):
       shutil.copy2(own_sp, os.path.join(tmp, SP_TOKENIZER))

@@ -29,7 +29,7 @@ from r1jax.data import tasks
 from r1jax.eval import EvalConfig
 from r1jax.model import ModelConfig
 from r1jax.sharding.mesh import mesh_from_config
-from r1jax.stages import exported, models
+from r1jax.stages import evaluate, exported, models
 from r1jax.stages.grpo import RLStageConfig
 from r1jax.stages.lm import LMStageConfig
 from r1jax.stages.rejection import TRACES, RejectionConfig, rejection_sample
@@ -130,7 +130,8 @@ def validate_grpo(c):
 
 
 def run_grpo(c, workdir: str) -> str:
-  """GRPO from the exported model c.init (also the reference policy); returns the exported policy's directory."""
+  """GRPO from the model c.init (also the reference policy); returns the exported policy's directory. With
+  config.final_eval, the source and the policy are then evaluated side by side (WORKDIR/eval_<task>)."""
   rl, task = validate_grpo(c)                                     # fail fast, before any work
   final_evals(c)
   mesh = mesh_from_config(c.get("mesh"))
@@ -144,7 +145,6 @@ def run_grpo(c, workdir: str) -> str:
                           files=models.export_files(tokenizer_path, init))
   finish(c, workdir, out)
   for name, section in final_evals(c):
-    from r1jax.stages import evaluate
     evaluate.run(section, {"base": init.ref, "grpo": out}, tokenizer_path, os.path.join(workdir, f"eval_{name}"),
                  mesh=mesh)
   return out

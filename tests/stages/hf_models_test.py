@@ -104,6 +104,8 @@ def test_grpo_from_a_hugging_face_model_and_back(family, tmp_path):
   cfg, variables, meta = load_model(out, ModelConfig)
   assert meta["init"] == f"hf:{hf}"
   assert models.parse(out).tokenizer_path() == os.path.join(out, "hf")
+  carried = sorted(f.name for f in pathlib.Path(out, "hf").iterdir())       # the side files, never the weights
+  assert "tokenizer.json" in carried and not [n for n in carried if n.endswith(".safetensors")], carried
   recs = [json.loads(l) for l in open(tmp_path / "grpo" / "metrics.jsonl")]
   assert [r["step"] for r in recs if r["kind"] == "train"] == [1, 2]
   exported = tmp_path / "grpo" / "hf"
@@ -187,8 +189,9 @@ def test_a_model_is_named_by_its_directory_or_a_prefix(tmp_path):
     models.parse(f"hf:{export}", "x")
   with pytest.raises(FileNotFoundError, match=r"x='.*' is not a model directory"):
     models.parse(str(tmp_path), "x")
-  with pytest.raises(ValueError, match="bad name"):
-    save_model(tmp_path / "bad", cfg, variables, files={"variables": str(hf)})
+  for name in ("variables", "variables/x", "../x", "/tmp/x", "."):
+    with pytest.raises(ValueError, match="bad name"):
+      save_model(tmp_path / "bad", cfg, variables, files={name: str(hf / "tokenizer.json")})
   assert not (tmp_path / "bad").exists() and not (tmp_path / "bad.tmp").exists()
   c = sft_config.get_config()                    # the tokenizer field overrides; empty takes the model's
   c.init = export
