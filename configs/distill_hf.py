@@ -16,23 +16,23 @@ from configs._hf_presets import set_lm_section, set_load
 from r1jax.config_utils import config_argument
 
 PRESETS = {
-    # name: (seq_len, batch_size, learning_rate, mesh)
-    "qwen2.5-0.5b": (4096, 16, 1e-5, dict(data=-1)),
-    "qwen2.5-1.5b": (4096, 16, 1e-5, dict(data=-1)),
-    "qwen3-0.6b": (4096, 16, 1e-5, dict(data=-1)),
-    "tiny": (192, 2, 1e-4, dict()),
+    # name: (seq_len, batch_size, learning_rate, grad_accum_steps, mesh)
+    "qwen2.5-0.5b": (4096, 16, 1e-5, 4, dict(data=-1)),
+    "qwen2.5-1.5b": (4096, 16, 1e-5, 4, dict(data=-1)),
+    "qwen3-0.6b": (4096, 16, 1e-5, 4, dict(data=-1)),
+    "tiny": (192, 2, 1e-4, 2, dict()),
 }
 
 
 def get_config(arg: str | None = None):
   arg = config_argument(arg, tuple(PRESETS), "configs/distill_hf.py") or "qwen2.5-1.5b"
-  seq_len, batch, lr, mesh = PRESETS[arg]
+  seq_len, batch, lr, accum, mesh = PRESETS[arg]
   tiny = arg == "tiny"
   c = distill.get_config()
   c.preset = arg
   set_load(c, tiny)
   set_lm_section(c.distill, tiny=tiny, steps=2 if tiny else 2000, seq_len=seq_len, batch_size=batch,
-                 learning_rate=lr)
+                 learning_rate=lr, grad_accum_steps=accum)
   c.distill.distill.update(top_k=0)
   c.mesh.update(mesh)
   c.export_hf = True

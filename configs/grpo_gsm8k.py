@@ -21,7 +21,8 @@ qwen2.5-0.5b-instruct):
   tiny                    a tiny random checkpoint on a CPU (r1jax.testing.hf_checkpoints): the tests
 
 Real-run defaults: bf16 compute with float32 parameters (config.load), rematerialised layers, 256 prompt
-tokens, 1-4k new tokens, minibatches over the rollout, and a mesh over every device (data = -1; the MoE
+tokens, 1-4k new tokens, minibatches over the rollout with gradient accumulation (rl.grpo.grad_accum_steps
+microbatches per minibatch update), and a mesh over every device (data = -1; the MoE
 preset splits experts 8 ways). Any field can be overridden, e.g. --config.rl.batch_size=64.
 """
 import ml_collections
@@ -31,19 +32,19 @@ from configs._hf_presets import set_load
 from r1jax.config_utils import config_argument
 
 PRESETS = {
-    # name: (max_new_tokens, batch_size, group_size, learning_rate, minibatches, mesh)
-    "qwen2.5-0.5b-instruct": (1024, 32, 8, 1e-6, 4, dict(data=-1)),
-    "qwen2.5-1.5b-instruct": (1024, 32, 8, 1e-6, 4, dict(data=-1)),
-    "r1-distill-qwen-1.5b": (4096, 16, 8, 1e-6, 8, dict(data=-1)),
-    "qwen3-0.6b": (2048, 32, 8, 1e-6, 8, dict(data=-1)),
-    "qwen3-30b-a3b": (2048, 32, 8, 5e-7, 8, dict(data=-1, expert=8)),
-    "tiny": (8, 2, 2, 1e-4, 1, dict()),
+    # name: (max_new_tokens, batch_size, group_size, learning_rate, minibatches, grad_accum_steps, mesh)
+    "qwen2.5-0.5b-instruct": (1024, 32, 8, 1e-6, 4, 2, dict(data=-1)),
+    "qwen2.5-1.5b-instruct": (1024, 32, 8, 1e-6, 4, 4, dict(data=-1)),
+    "r1-distill-qwen-1.5b": (4096, 16, 8, 1e-6, 8, 2, dict(data=-1)),
+    "qwen3-0.6b": (2048, 32, 8, 1e-6, 8, 2, dict(data=-1)),
+    "qwen3-30b-a3b": (2048, 32, 8, 5e-7, 8, 4, dict(data=-1, expert=8)),
+    "tiny": (8, 2, 2, 1e-4, 1, 2, dict()),
 }
 
 
 def get_config(arg: str | None = None):
   arg = config_argument(arg, tuple(PRESETS), "configs/grpo_gsm8k.py") or "qwen2.5-0.5b-instruct"
-  new_tokens, batch, group, lr, minibatches, mesh = PRESETS[arg]
+  new_tokens, batch, group, lr, minibatches, accum, mesh = PRESETS[arg]
   tiny = arg == "tiny"
   c = grpo.get_config()
   c.preset = arg
@@ -58,7 +59,7 @@ def get_config(arg: str | None = None):
       dynamic_sampling=True, max_refills=2, eval_every=0 if tiny else 50, log_every=1,
       checkpoint_every=1 if tiny else 25, keep=2)
   c.rl.grpo.update(epsilon_low=0.2, epsilon_high=0.28, beta=0.001, aggregation="token_mean",
-                   num_minibatches=minibatches, temperature=1.0)
+                   num_minibatches=minibatches, grad_accum_steps=accum, temperature=1.0)
   c.rl.optim.update(learning_rate=lr, warmup_steps=0 if tiny else 10, total_steps=steps, schedule="constant",
                     clip_norm=1.0, weight_decay=0.0)
   c.rl.eval.update(num_examples=4 if tiny else 500, batch_size=4 if tiny else 64, max_prompt_len=c.rl.max_prompt_len,

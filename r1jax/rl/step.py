@@ -56,6 +56,7 @@ class GRPOConfig:
   temperature: float = 1.0             # sampling temperature: log-probs are of the T-scaled policy
   num_iterations: int = 1              # mu: update epochs per rollout
   num_minibatches: int = 1             # minibatches per epoch
+  grad_accum_steps: int = 1            # microbatches per minibatch update (the minibatch's loss, exactly)
   router_bias_rate: float = 0.0        # aux-loss-free balancing speed (0 keeps the bias frozen)
   balance_loss_coef: float = 0.0       # sequence-wise balance loss alpha (DeepSeek-V3: 1e-4)
 
@@ -72,6 +73,7 @@ class GRPOConfig:
         ("temperature", self.temperature > 0, "must be > 0 (greedy rollouts give no exploration)"),
         ("num_iterations", self.num_iterations >= 1, "must be >= 1"),
         ("num_minibatches", self.num_minibatches >= 1, "must be >= 1"),
+        ("grad_accum_steps", self.grad_accum_steps >= 1, "must be >= 1"),
         ("router_bias_rate", self.router_bias_rate >= 0, "must be >= 0"),
         ("balance_loss_coef", self.balance_loss_coef >= 0, "must be >= 0"),
     ]
@@ -133,9 +135,26 @@ def grpo_objective(cfg: ModelConfig, rl: GRPOConfig, runtime: Runtime | None = N
         aggregation=rl.aggregation, ratio_level=rl.ratio_level, max_len=rl.max_len or n,
         clip_ratio_c=rl.clip_ratio_c)
     loss, metrics = add_balance_loss(loss, metrics, aux, rl.balance_loss_coef)
-    return loss, (metrics, aux)
+    # What the loss is a mean over (for gradient accumulation): tokens for token_mean, else sequences.
+    weight = metrics["num_tokens"] if rl.aggregation == "token_mean" else jnp.float32(batch["advantages"].shape[0])
+    return loss, (metrics, {**(aux or {}), "loss_weight": weight})
 
   return loss_fn
+
+
+def split_rollout_rows(batch: dict, k: int) -> tuple[dict, dict]:
+  """Gradient-accumulation split of a GRPO batch: microbatch i trains on rows i, i + k, ... of the minibatch's
+  `rows` (all rows when there are none); the rollout itself is shared, so every microbatch computes the
+  group advantages over the whole rollout, as the one-batch update does."""
+  rows = batch.get("rows")
+  if rows is None:
+    rows = jnp.arange(next(v.shape[0] for name, v in batch.items() if name in ("rewards", "advantages")),
+                      dtype=jnp.int32)
+  if rows.shape[0] % k:
+    raise ValueError(f"gradient accumulation: a minibatch of {rows.shape[0]} rows is not divisible into "
+                     f"grpo.grad_accum_steps={k} microbatches")
+  shared = {name: v for name, v in batch.items() if name != "rows"}
+  return {"rows": rows.reshape(rows.shape[0] // k, k).T}, shared
 
 
 def make_grpo_update(cfg: ModelConfig, rl: GRPOConfig, tx: optax.GradientTransformation, *, mesh=None,
@@ -150,7 +169,7 @@ def make_grpo_update(cfg: ModelConfig, rl: GRPOConfig, tx: optax.GradientTransfo
   loss_fn = grpo_objective(cfg, rl, runtime, group_size=group_size, advantage_estimator=advantage_estimator,
                            mesh=mesh, rules=rules)
   return make_update(cfg, tx, loss_fn, router_bias_rate=rl.router_bias_rate, mesh=mesh, rules=rules,
-                     donate=donate)
+                     donate=donate, accum_steps=rl.grad_accum_steps, split=split_rollout_rows)
 
 
 def make_logprob_fn(cfg: ModelConfig, temperature: float = 1.0, *, mesh=None, rules="fsdp_tp",

@@ -82,6 +82,10 @@ class RLStageConfig:
     if (self.batch_size * self.group_size) % self.grpo.num_minibatches:
       raise ValueError(f"RLStageConfig.batch_size * group_size = {self.batch_size * self.group_size} is not "
                        f"divisible by grpo.num_minibatches={self.grpo.num_minibatches}")
+    minibatch = self.batch_size * self.group_size // self.grpo.num_minibatches
+    if minibatch % self.grpo.grad_accum_steps:
+      raise ValueError(f"RLStageConfig.grpo.grad_accum_steps={self.grpo.grad_accum_steps} does not divide the "
+                       f"minibatch of {minibatch} sequences (batch_size * group_size / num_minibatches)")
     if self.max_refills < 0 or self.ref_reset_every < 0 or self.eval_every < 0:
       raise ValueError("RLStageConfig.max_refills, ref_reset_every and eval_every must be >= 0")
     if self.advantage_estimator not in ADVANTAGE_ESTIMATORS:

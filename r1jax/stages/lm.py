@@ -59,6 +59,9 @@ class LMStageConfig:
     if self.input_shards < 0 or (self.input_shards and self.batch_size % self.input_shards):
       raise ValueError(f"LMStageConfig.input_shards={self.input_shards!r}: must be 0 (one per batch slice of "
                        f"the mesh) or a divisor of batch_size={self.batch_size}")
+    if self.batch_size % self.lm.grad_accum_steps:
+      raise ValueError(f"LMStageConfig.lm.grad_accum_steps={self.lm.grad_accum_steps} does not divide "
+                       f"batch_size={self.batch_size}")
 
 
 def input_batches(sc: LMStageConfig, examples: Any, tokenizer, mesh=None):

@@ -87,7 +87,7 @@ def distill_objective(cfg: ModelConfig, lm: LMConfig, dc: DistillConfig, runtime
     metrics = {**ce_metrics, "ce": ce, "kd_kl": kl, "top1_agreement": kl_metrics["top1_agreement"],
                "teacher_topk_mass": kl_metrics["teacher_topk_mass"]}
     loss, metrics = add_balance_loss(loss, metrics, out.aux, lm.balance_loss_coef)
-    return loss, (metrics, out.aux)
+    return loss, (metrics, {**out.aux, "loss_weight": metrics["num_tokens"]})   # both terms are token means
 
   return loss_fn
 
@@ -96,4 +96,4 @@ def make_distill_update(cfg: ModelConfig, lm: LMConfig, dc: DistillConfig, tx: o
                         mesh=None, rules="fsdp_tp", donate: bool = True, runtime: Runtime | None = None):
   """The jitted student update `update(state, batch) -> (state, metrics)`; batch from make_teacher_topk."""
   return make_update(cfg, tx, distill_objective(cfg, lm, dc, runtime), router_bias_rate=lm.router_bias_rate, mesh=mesh,
-                     rules=rules, donate=donate)
+                     rules=rules, donate=donate, accum_steps=lm.grad_accum_steps)

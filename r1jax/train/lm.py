@@ -22,11 +22,14 @@ from r1jax.train.step import make_update
 class LMConfig:
   router_bias_rate: float = 1e-3       # aux-loss-free balancing speed gamma (DeepSeek-V3 pretraining: 1e-3)
   balance_loss_coef: float = 1e-4      # sequence-wise balance loss alpha (DeepSeek-V3: 1e-4)
+  grad_accum_steps: int = 1            # microbatches per optimizer step (the batch's token mean, exactly)
 
   def __post_init__(self):
     for name in ("router_bias_rate", "balance_loss_coef"):
       if getattr(self, name) < 0:
         raise ValueError(f"LMConfig.{name}={getattr(self, name)!r}: must be >= 0")
+    if self.grad_accum_steps < 1:
+      raise ValueError(f"LMConfig.grad_accum_steps={self.grad_accum_steps!r}: must be >= 1")
 
 
 def packed_forward(cfg: ModelConfig, variables, batch, runtime: Runtime | None = None):
@@ -44,7 +47,7 @@ def lm_objective(cfg: ModelConfig, lm: LMConfig, runtime: Runtime | None = None)
     out = packed_forward(cfg, variables, batch, runtime)
     loss, metrics = lm_loss(out.logits, batch["targets"], batch["loss_mask"])
     loss, metrics = add_balance_loss(loss, metrics, out.aux, lm.balance_loss_coef)
-    return loss, (metrics, out.aux)
+    return loss, (metrics, {**out.aux, "loss_weight": metrics["num_tokens"]})   # a token mean
 
   return loss_fn
 
@@ -53,4 +56,4 @@ def make_lm_update(cfg: ModelConfig, lm: LMConfig, tx: optax.GradientTransformat
                    rules="fsdp_tp", donate: bool = True, runtime: Runtime | None = None):
   """The jitted LM/SFT update `update(state, batch) -> (state, metrics)`; runtime: r1jax.model.Runtime."""
   return make_update(cfg, tx, lm_objective(cfg, lm, runtime), router_bias_rate=lm.router_bias_rate, mesh=mesh,
-                     rules=rules, donate=donate)
+                     rules=rules, donate=donate, accum_steps=lm.grad_accum_steps)
