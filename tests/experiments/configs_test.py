@@ -18,7 +18,8 @@ VALID = {"r1_pipeline": ("runlocal", "tiny"),
                         "qwen3-30b-a3b", "tiny"),
          "sft_hf": ("qwen2.5-0.5b-instruct", "qwen2.5-1.5b-instruct", "r1-distill-qwen-1.5b", "qwen3-0.6b",
                     "qwen3-30b-a3b", "tiny"),
-         "distill_hf": ("qwen2.5-0.5b", "qwen2.5-1.5b", "qwen3-0.6b", "tiny")}
+         "distill_hf": ("qwen2.5-0.5b", "qwen2.5-1.5b", "qwen3-0.6b", "tiny"),
+         "rejection_sample": ("runlocal", "gsm8k")}
 
 
 def test_every_config_is_listed():
@@ -106,3 +107,12 @@ def test_input_fields_fail_naming_the_field_and_the_path(tmp_path):
   c.data = " , "
   with pytest.raises(ConfigFieldError, match=r"^config\.data is required: traces"):
     input_paths(c, "data", "traces")
+
+
+def test_the_gsm8k_rejection_sampling_config_builds_and_keeps_correct_boxed_answers():
+  from configs import rejection_sample
+  from r1jax.stages import standalone
+  c = rejection_sample.get_config("gsm8k")
+  rc, task = standalone.validate_rejection_sample(c)
+  assert task.name == "gsm8k" and rc.template == "chat_boxed" and c.split == "train"
+  assert dict(rc.min_rewards) == {"accuracy": 1.0} and dict(rc.reward_weights) == {"accuracy": 1.0}

@@ -139,11 +139,13 @@ def test_the_experiment_scripts_chain_from_a_hugging_face_model(tmp_path):
   for name in ("gsm8k", "math500"):               # the preset's evaluation of the source and the policy
     results = json.loads((tmp_path / "grpo" / f"eval_{name}" / "results.json").read_text())
     assert list(results) == ["base", "grpo"] and all(r["num_examples"] == 4 for r in results.values())
-  run("rejection_sample", f"--config.model={grpo_model}", "--config.num_problems=4", "--config.template=chat_boxed",
-      "--config.rejection.num_samples=2", "--config.rejection.batch_size=4", "--config.rejection.max_prompt_len=160",
-      "--config.rejection.max_new_tokens=8", "--config.rejection.min_rewards=()", *gsm8k)
+  run("rejection_sample", f"--config.model={grpo_model}", "--config.num_problems=4", "--config.load.dtype=",
+      "--config.load.param_dtype=", "--config.rejection.num_samples=2", "--config.rejection.batch_size=4",
+      "--config.rejection.max_prompt_len=160", "--config.rejection.max_new_tokens=8",
+      "--config.rejection.min_rewards=()",
+      config="configs/rejection_sample.py:gsm8k")
   traces = [json.loads(l) for l in open(tmp_path / "rejection_sample" / "traces.jsonl")]
-  assert len(traces) == 4 and all(t["prompt"].startswith("<|im_start|>system\n") for t in traces)
+  assert len(traces) == 8 and all(t["prompt"].startswith("<|im_start|>system\n") for t in traces)   # 2 kept per problem
   traces_file = tmp_path / "rejection_sample" / "traces.jsonl"
   run("sft", f"--config.init=hf:{hf}", f"--config.data={traces_file}", "--config.sft.lora.rank=4",
       config="configs/sft_hf.py:tiny")
@@ -151,7 +153,8 @@ def test_the_experiment_scripts_chain_from_a_hugging_face_model(tmp_path):
   run("distill", f"--config.teacher=hf:{hf}", f"--config.student_init=hf:{student}", f"--config.data={traces_file}",
       config="configs/distill_hf.py:tiny")
   assert (tmp_path / "distill" / "hf" / "tokenizer.json").read_bytes() == (hf / "tokenizer.json").read_bytes()
-  run("evaluate", f"--config.models=base=hf:{hf},grpo={grpo_model},sft=hf:{tmp_path / 'sft' / 'hf'}", *gsm8k, "--config.split=test", "--config.num_problems=4", "--config.template=chat_boxed",
+  run("evaluate", f"--config.models=base=hf:{hf},grpo={grpo_model},sft=hf:{tmp_path / 'sft' / 'hf'}", *gsm8k,
+      "--config.split=test", "--config.num_problems=4", "--config.template=chat_boxed",
       "--config.eval.max_prompt_len=160", "--config.eval.max_new_tokens=8", "--config.eval.num_samples=2")
   results = json.loads((tmp_path / "evaluate" / "results.json").read_text())
   assert list(results) == ["base", "grpo", "sft"] and all(r["num_examples"] == 4 for r in results.values())
