@@ -28,6 +28,7 @@ def get_config(arg: str | None = None):
   local, tiny = arg == "runlocal", arg == "tiny"
   c = ml_collections.ConfigDict()
   c.seed = 0
+  c.num_seeds = 1                       # > 1: seeds seed, seed + 1, ... in WORKDIR/seed_<s>, with the seeds' table
 
   # Task, corpus, tokenizer.
   c.task = dict(name="arithmetic", digits=2, ops="+")

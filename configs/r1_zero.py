@@ -20,6 +20,7 @@ def get_config(arg: str | None = None):
   runlocal = arg == "runlocal"
   c = ml_collections.ConfigDict()
   c.seed = 0
+  c.num_seeds = 1                       # > 1: seeds seed, seed + 1, ... in WORKDIR/seed_<s>, with the seeds' table
 
   # Task and data.
   c.task = dict(name="arithmetic", digits=2, ops="+")   # r1jax.data.tasks.get(name, **rest)

@@ -12,7 +12,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from experiments import _common
-from r1jax.stages import pipeline
+from r1jax.stages import pipeline, seeds
 
 
 def _define_flags():
@@ -26,7 +26,7 @@ def main(argv):
   del argv
   _common.initialize()                     # first: joins a multi-process job, if any
   logging.set_verbosity(logging.WARNING)
-  pipeline.run(flags.FLAGS.config, flags.FLAGS.workdir)
+  seeds.run_seeds(pipeline.JOB, flags.FLAGS.config, flags.FLAGS.workdir)   # one seed: the plain job
 
 
 if __name__ == "__main__":

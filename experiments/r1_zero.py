@@ -12,7 +12,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from experiments import _common
-from r1jax.stages import r1_zero
+from r1jax.stages import r1_zero, seeds
 
 
 def _define_flags():
@@ -27,7 +27,7 @@ def main(argv):
   del argv
   _common.initialize()                     # first: joins a multi-process job, if any
   logging.set_verbosity(logging.WARNING)   # Orbax logs every save at INFO
-  r1_zero.run(flags.FLAGS.config, flags.FLAGS.workdir)
+  seeds.run_seeds(r1_zero.JOB, flags.FLAGS.config, flags.FLAGS.workdir)   # one seed: the plain job
 
 
 if __name__ == "__main__":

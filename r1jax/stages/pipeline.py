@@ -37,6 +37,7 @@ from r1jax.stages.models import SP_TOKENIZER
 from r1jax.stages.grpo import RLStageConfig
 from r1jax.stages.lm import LMStageConfig
 from r1jax.stages.rejection import TRACES, RejectionConfig, rejection_sample
+from r1jax.stages.seeds import Job
 from r1jax.stages.writers import MetricsWriter
 
 
@@ -173,4 +174,27 @@ def _report(c, workdir: str, reports: dict, times: dict, t0: float) -> dict:
     f.write(report + "\n")
   print(report)
   return {"reports": reports, "acceptance": acceptance, "times": times}
+
+
+def _readings(fn):
+  return lambda r, t: all(fn(r, x) for x in ("greedy", "sampled"))
+
+
+# The job over seeds (r1jax.stages.seeds; --config.num_seeds=3), with the story the pipeline claims on every seed.
+JOB = Job(
+    name="R1 pipeline", run=run, reports=lambda result: result["reports"],
+    checks=(
+        ("R1 language-consistent >= 95%, greedy and sampled",
+         _readings(lambda r, x: r["R1"][f"language_consistent_{x}"] >= 0.95)),
+        ("R1 pass@1 >= R1-Zero's - 2 points, greedy and sampled",
+         _readings(lambda r, x: r["R1"][f"pass@1_{x}"] >= r["R1-Zero"][f"pass@1_{x}"] - 0.02)),
+        ("RL round 2 pass@1 >= the cold-start SFT's, greedy and sampled",
+         _readings(lambda r, x: r["RL round 2"][f"pass@1_{x}"] >= r["cold-start SFT"][f"pass@1_{x}"])),
+        ("distilled student >= corpus-only student + 20 points, greedy and sampled",
+         _readings(lambda r, x: r["student (distilled)"][f"pass@1_{x}"]
+                   >= r["student (corpus only)"][f"pass@1_{x}"] + 0.20)),
+        ("distilled student >= 80% of its teacher's pass@1, greedy and sampled",
+         _readings(lambda r, x: r["student (distilled)"][f"pass@1_{x}"] >= 0.8 * r["R1"][f"pass@1_{x}"])),
+        ("wall time <= 15 minutes", lambda r, t: t <= 900),
+    ))
 

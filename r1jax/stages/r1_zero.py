@@ -25,6 +25,7 @@ from r1jax.sharding.mesh import mesh_from_config
 from r1jax.stages import exported
 from r1jax.stages.grpo import RLStageConfig, run_rl_stage
 from r1jax.stages.lm import LMStageConfig, run_lm_stage
+from r1jax.stages.seeds import Job
 from r1jax.stages.writers import MetricsWriter
 
 
@@ -98,4 +99,21 @@ def run(c, workdir: str) -> dict:
     f.write(report + "\n")
   print(report)
   return {"base": base_rep, "final": final_rep}
+
+
+def _both(rep, fn):
+  return all(fn(rep, reading) for reading in ("greedy", "sampled"))
+
+
+# The job over seeds (r1jax.stages.seeds; --config.num_seeds=3), with the bar the recipe claims on every seed.
+JOB = Job(
+    name="R1-Zero", run=run, reports=lambda result: {"base": result["base"], "R1-Zero": result["final"]},
+    checks=(
+        ("pass@1 gains >= 40 points, greedy and sampled",
+         lambda r, t: _both(r, lambda r_, x: r_["R1-Zero"][f"pass@1_{x}"] - r_["base"][f"pass@1_{x}"] >= 0.40)),
+        ("R1-Zero pass@1 sampled >= 75%", lambda r, t: r["R1-Zero"]["pass@1_sampled"] >= 0.75),
+        ("R1-Zero format >= 95%, greedy and sampled", lambda r, t: _both(r, lambda r_, x: r_["R1-Zero"][
+            f"format_{x}"] >= 0.95)),
+        ("wall time <= 6 minutes", lambda r, t: t <= 360),
+    ))
 
