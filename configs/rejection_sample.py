@@ -47,7 +47,8 @@ def get_config(arg: str | None = None):
       max_new_tokens=40, temperature=1.0, top_k=0, top_p=1.0, template=c.get_ref("template"),
       reward_weights=(("accuracy", 1.0), ("format", 1.0)), reward_options=(),
       min_rewards=(("accuracy", 1.0), ("format", 1.0)), min_total=float("-inf"),
-      max_per_prompt=1 if runlocal else 2, prefer="shortest", seed=0)
+      max_per_prompt=1 if runlocal else 2, prefer="shortest", seed=0,
+      target_kept=0)                  # > 0: num_problems is a pool, sampled in order until this many traces are kept
 
   # The device mesh the job runs on (sizes of data, fsdp, expert, tensor; -1 = the remaining devices; all 1 =
   # one device, no mesh), e.g. --config.mesh.data=2 --config.mesh.expert=4 on 8 devices.

@@ -13,6 +13,11 @@ template (for "compact" it ends in "<think>", which the completion therefore doe
 appends eos itself, so bos + prompt + completion + eos is the sequence the model produced, as text (the
 ids can differ where the sampler chose a non-canonical split of that text; an SFT step does not care).
 
+With `target_kept` > 0 the examples are a pool: batches go through in order until the kept traces reach
+the target (the batch that reaches it is finished, so the count can exceed it by up to a batch's worth),
+and the rest are not sampled. A checkpoint whose traces pass rarely then still yields enough SFT data,
+and one whose traces pass often costs no more than needed. The stats say whether the target was met.
+
 Keep rule, per prompt:
   1. a sample passes when every reward part named in `min_rewards` reaches its minimum and the
      weighted total reaches `min_total` (an empty completion never passes: it teaches nothing);
@@ -73,11 +78,14 @@ class RejectionConfig:
   max_per_prompt: int = 1
   prefer: str = "shortest"             # "shortest" (fewest completion tokens first) | "random"
   seed: int = 0
+  target_kept: int = 0                 # > 0: stop after the batch whose traces reach this count (0: every example)
 
   def __post_init__(self):
     for name in ("num_samples", "batch_size", "max_prompt_len", "max_new_tokens", "max_per_prompt"):
       if getattr(self, name) < 1:
         raise ValueError(f"RejectionConfig.{name}={getattr(self, name)!r}: must be >= 1")
+    if self.target_kept < 0:
+      raise ValueError(f"RejectionConfig.target_kept={self.target_kept!r}: must be >= 0 (0 = sample every example)")
     if not (math.isfinite(self.temperature) and self.temperature >= 0):
       raise ValueError(f"RejectionConfig.temperature={self.temperature!r}: must be >= 0 (0 = greedy)")
     if self.top_k < 0:
@@ -198,7 +206,8 @@ def rejection_sample(model_cfg, variables, tokenizer, examples: Sequence[Mapping
     verbose: print one progress line per batch to stderr.
 
   Returns:
-    {"tasks": {task: counters}, "all": counters, "config", "source", "num_examples", "examples_sha256"},
+    {"tasks": {task: counters}, "all": counters, "config", "source", "num_examples", "examples_sha256"}
+    (+ "target_reached" when rc.target_kept > 0),
     counters being {"prompts", "samples", "passed" (samples passing the reward rule), "kept",
     "prompts_with_kept", "acceptance_rate" (passed / samples), "prompt_coverage" (prompts_with_kept / prompts)}.
 
@@ -238,6 +247,9 @@ def rejection_sample(model_cfg, variables, tokenizer, examples: Sequence[Mapping
     done, size, counters = progress["batches_done"], progress["bytes"], progress["tasks"]
     if verbose:
       print(f"rejection: resuming at batch {done}/{num_batches}", file=sys.stderr, flush=True)
+  if rc.target_kept and not counters and verbose:
+    print(f"rejection: sampling until {rc.target_kept} traces are kept (at most {len(examples)} prompts)",
+          file=sys.stderr, flush=True)
   # In a multi-process job every process samples (its devices hold part of each batch) and scores the
   # gathered completions; process 0 alone writes. Every process has read the progress before any write.
   writer = distributed.is_writer()
@@ -262,9 +274,12 @@ def rejection_sample(model_cfg, variables, tokenizer, examples: Sequence[Mapping
   rest = examples[done * bs:]
   batches = prompt_batches(rest, tokenizer, template, batch_size=bs, max_prompt_len=rc.max_prompt_len,
                            seed=rc.seed, num_epochs=1, shuffle=False, drop_remainder=False) if rest else []
+  reached = lambda: rc.target_kept > 0 and _sum(counters)["kept"] >= rc.target_kept
   t0 = time.time()
   with open(out_path if writer else os.devnull, "ab") as f:
     for i, batch in enumerate(batches, start=done):
+      if reached():                      # every process holds the same counters: all stop at the same batch
+        break
       r = rollout(model_cfg, variables, tokenizer, batch, rng=jax.random.fold_in(base_key, i), settings=settings,
                   rows=bs, scorer=scorer, mesh=mesh)
       texts, lengths = r.texts, r.lengths
@@ -307,6 +322,8 @@ def rejection_sample(model_cfg, variables, tokenizer, examples: Sequence[Mapping
               f"{rate:.2f} batches/s", file=sys.stderr, flush=True)
 
   stats = {"tasks": {t: _rates(c) for t, c in sorted(counters.items())}, "all": _rates(_sum(counters)), **ident}
+  if rc.target_kept:
+    stats["target_reached"] = bool(reached())
   if writer:
     write_json(stats_path, stats)
     if os.path.exists(progress_path):

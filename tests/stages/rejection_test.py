@@ -182,6 +182,50 @@ def test_min_total_and_permissive_rules(scripted, tmp_path):
   _check_counts(stats)
 
 
+@pytest.mark.parametrize("target, prompts, kept", [(3, 2, 4), (4, 2, 4), (5, 4, 8), (100, 5, 10)])
+def test_target_count_stops_at_the_batch_that_reaches_it(scripted, tmp_path, monkeypatch, target, prompts, kept):
+  # Two distinct passing traces per prompt, two prompts per batch: 4 traces a batch (the last batch: 2).
+  rc = RejectionConfig(num_samples=6, batch_size=2, max_prompt_len=24, max_new_tokens=48, max_per_prompt=2,
+                       target_kept=target)
+  out = tmp_path / "t.jsonl"
+  real, calls = rejection.rollout, []
+  monkeypatch.setattr(rejection, "rollout", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+  stats = rejection_sample(MODEL, None, TOK, scripted, rc, out, verbose=False)
+  _check_counts(stats)
+  assert (stats["all"]["prompts"], stats["all"]["kept"], len(read_traces(out))) == (prompts, kept, kept)
+  assert len(calls) == -(-prompts // 2)                # no batch is sampled past the target
+  assert stats["target_reached"] == (kept >= target)
+  assert [r["question"] for r in read_traces(out)][::2] == [ex["question"] for ex in scripted[:prompts]]
+
+
+def test_target_count_resumes_to_the_same_stop(scripted, tmp_path, monkeypatch):
+  rc = RejectionConfig(num_samples=6, batch_size=2, max_prompt_len=24, max_new_tokens=48, max_per_prompt=2,
+                       target_kept=5)
+  straight = tmp_path / "straight.jsonl"
+  first = rejection_sample(MODEL, None, TOK, scripted, rc, straight, verbose=False)
+  # Killed after the second batch's records and progress were written, before the stats: the target is met,
+  # so the rerun samples nothing more and finishes with the same traces.
+  killed = tmp_path / "killed.jsonl"
+  real_write = rejection.write_json
+
+  def dies_writing_the_stats(path, obj):
+    if str(path).endswith(".stats.json"):
+      raise KeyboardInterrupt("killed")
+    return real_write(path, obj)
+
+  monkeypatch.setattr(rejection, "write_json", dies_writing_the_stats)
+  with pytest.raises(KeyboardInterrupt):
+    rejection_sample(MODEL, None, TOK, scripted, rc, killed, verbose=False)
+  monkeypatch.setattr(rejection, "write_json", real_write)
+
+  def no_sampling(*a, **kw):
+    raise AssertionError("the target was met: nothing more to sample")
+
+  monkeypatch.setattr(rejection, "rollout", no_sampling)
+  assert rejection_sample(MODEL, None, TOK, scripted, rc, killed, verbose=False)["all"] == first["all"]
+  assert _lines(killed) == _lines(straight)
+
+
 # ------------------------------------------------------------------------------------------ the real sampler
 def test_random_model_end_to_end_keeps_and_rejects(variables, sp, tmp_path):
   ex = _examples(5)
@@ -261,6 +305,7 @@ def test_finished_stage_is_skipped_and_a_changed_config_refused(scripted, tmp_pa
 @pytest.mark.parametrize("field, value, match", [
     ("num_samples", 0, r"RejectionConfig.num_samples=0"),
     ("max_per_prompt", 0, r"RejectionConfig.max_per_prompt=0"),
+    ("target_kept", -1, r"RejectionConfig.target_kept=-1"),
     ("prefer", "longest", r"RejectionConfig.prefer='longest'"),
     ("top_p", 0.0, r"RejectionConfig.top_p=0.0"),
     ("temperature", -1.0, r"RejectionConfig.temperature=-1.0"),
