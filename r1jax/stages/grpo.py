@@ -187,7 +187,7 @@ def run_rl_stage(model_cfg: ModelConfig, sc: RLStageConfig, *, initial_variables
     target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), template_tree)
     restored, _ = ckpt.restore(start, target=target, data_iter=data if start < sc.num_steps else None)
     state, ref = from_state_dict(restored["state"], like=state), restored.get("ref")
-    writer.truncate_after(start)
+  writer.truncate_after(start)        # None: a run killed before its first checkpoint logged nothing kept
   step = start if start is not None else 0     # RL steps (one rollout each), not optimizer updates
 
   # --- loop

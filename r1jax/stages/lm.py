@@ -135,7 +135,7 @@ def run_lm_stage(model_cfg: ModelConfig, sc: LMStageConfig, *, examples: Any, to
                           state_dict(state))
     restored, _ = ckpt.restore(start, target=target, data_iter=data if start < sc.num_steps else None)
     state = from_state_dict(restored, like=state)
-    writer.truncate_after(start)
+  writer.truncate_after(start)        # None: a run killed before its first checkpoint logged nothing kept
   step = int(state.step)
 
   # --- loop

@@ -22,11 +22,30 @@ def _scalar(v: Any):
   return f if math.isfinite(f) else str(f)
 
 
+class MetricsLogError(ValueError):
+  """A metrics log line that is not JSON and is not a torn last line (the file was changed by hand)."""
+
+
+def _parse_lines(path: str, lines: list[str]) -> list[tuple[str, dict]]:
+  out = []
+  for i, line in enumerate(lines, start=1):
+    if not line.strip():
+      continue
+    try:
+      out.append((line, json.loads(line)))
+    except json.JSONDecodeError as e:
+      raise MetricsLogError(f"{path}:{i}: malformed JSON in the metrics log ({e.msg}); fix or delete the "
+                            "line") from None
+  return out
+
+
 class MetricsWriter:
   """Appends {"step": s, ...} records to `path` (JSON lines) and, with `tensorboard=True`, to TensorBoard
   event files in the same directory. `truncate_after(step)` on resume drops JSONL records of steps that a
-  killed run logged after its last checkpoint, so the log stays one trajectory. In a multi-process job only
-  process 0 writes (and prints); the others return the same records."""
+  killed run logged after its last checkpoint (all of them, step 0 aside, when it never checkpointed), so
+  the log stays one trajectory. A line left half-written by a kill or a full disk (the file does not end in
+  a newline) is dropped with a warning when the writer opens the log, before anything is appended to it.
+  In a multi-process job only process 0 writes (and prints); the others return the same records."""
 
   def __init__(self, path: str, *, echo_every: int = 0, total_steps: int | None = None, name: str = "",
                tensorboard: bool = False):
@@ -38,14 +57,37 @@ class MetricsWriter:
       from tensorboardX import SummaryWriter   # pure Python; no TensorFlow needed
       self._tb = SummaryWriter(os.path.join(os.path.dirname(path) or ".", "tensorboard"), flush_secs=10)
     self._t0, self._s0 = time.time(), None   # rate counts from construction (compilation included)
+    if self.writes:
+      self._drop_torn_tail()
 
-  def truncate_after(self, step: int) -> None:
+  def _drop_torn_tail(self) -> None:
+    """Cuts the file after its last newline: every complete record is kept, a torn last line is not."""
+    if not os.path.exists(self.path):
+      return
+    with open(self.path, "rb") as f:
+      data = f.read()
+    if not data or data.endswith(b"\n"):
+      return
+    keep, line = data.rfind(b"\n") + 1, data.count(b"\n") + 1
+    print(f"warning: {self.path}:{line}: dropping a torn last line ({len(data) - keep} bytes; "
+          "the run that wrote it was killed mid-write)", file=sys.stderr, flush=True)
+    with open(self.path, "r+b") as f:
+      f.truncate(keep)
+      f.flush()
+      os.fsync(f.fileno())
+
+  def truncate_after(self, step: int | None) -> None:
+    """Keeps the records of steps <= `step` (None: a run that never checkpointed, step 0 records only)."""
     if not self.writes or not os.path.exists(self.path):
       return
+    step = 0 if step is None else step
     with open(self.path) as f:
-      keep = [line for line in f if line.strip() and json.loads(line).get("step", -1) <= step]
+      recs = _parse_lines(self.path, f.readlines())
+    keep = [line if line.endswith("\n") else line + "\n" for line, rec in recs if rec.get("step", -1) <= step]
     with open(self.path + ".tmp", "w") as f:
       f.writelines(keep)
+      f.flush()
+      os.fsync(f.fileno())
     os.replace(self.path + ".tmp", self.path)
 
   def write(self, step: int, metrics: Mapping[str, Any], *, kind: str = "train") -> dict:
@@ -80,17 +122,26 @@ class MetricsWriter:
     if not os.path.exists(self.path):
       return []
     with open(self.path) as f:
-      recs = [json.loads(line) for line in f if line.strip()]
+      lines = f.readlines()
+    if lines and not lines[-1].endswith("\n"):
+      lines = lines[:-1]                     # torn by a kill mid-write (a writer drops it on open)
+    recs = [rec for _, rec in _parse_lines(self.path, lines)]
     return [r for r in recs if kind is None or r.get("kind") == kind]
+
+
+# The exit status of a stage stopped by SIGTERM/SIGINT after saving its checkpoint: EX_TEMPFAIL ("try
+# again"), not 0, so `train && publish` does not publish an unfinished run, while a scheduler or a retry
+# loop can tell a preemption (rerun the same command: it resumes) from a crash.
+PREEMPTED_EXIT_CODE = 75
 
 
 class Preempted(SystemExit):
   """Raised by a stage once its SIGTERM/SIGINT checkpoint is committed, so that no caller goes on with a
-  half-trained model. It is a SystemExit with status 0: uncaught, the process ends cleanly, and rerunning
-  the same command resumes from that checkpoint."""
+  half-trained model. It is a SystemExit with status PREEMPTED_EXIT_CODE (75): uncaught, the process ends
+  without a traceback and with that status, and rerunning the same command resumes from the checkpoint."""
 
   def __init__(self, stage: str, step: int):
-    super().__init__(0)
+    super().__init__(PREEMPTED_EXIT_CODE)
     self.stage, self.step = stage, step
 
   def __str__(self) -> str:

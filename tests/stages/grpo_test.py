@@ -14,6 +14,7 @@ import pytest
 from r1jax.checkpoint import CheckpointManager
 from r1jax.config_utils import ConfigFieldError, build
 from r1jax.stages.grpo import RLStageConfig
+from r1jax.stages.writers import PREEMPTED_EXIT_CODE
 
 sys.path.insert(0, os.path.dirname(__file__))
 import _grpo_setup as setup  # noqa: E402
@@ -82,7 +83,8 @@ def test_sigterm_leaves_a_restorable_checkpoint(tmp_path):
                                          and _metrics(workdir)):
     time.sleep(0.05)
   proc.send_signal(signal.SIGTERM)
-  assert proc.wait(timeout=300) == 0           # a clean exit, not a crash
+  # Saved, then a documented non-zero status: not a crash (1), not a finished run (0).
+  assert proc.wait(timeout=300) == PREEMPTED_EXIT_CODE == 75
   ckpt = CheckpointManager(os.path.join(workdir, "checkpoints"))
   step = ckpt.latest_step()
   assert step is not None and step < 50
