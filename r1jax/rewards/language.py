@@ -7,7 +7,11 @@ exactly the failure R1 fights: chains of thought that drift between English and 
 
 Words, from `unicodedata` alone:
   * a word is a maximal run of letters of one script; combining marks (accents, Devanagari vowel
-    signs) continue the word they follow; digits, punctuation, symbols and spaces end words;
+    signs) and invisible format characters (zero-width space, zero-width joiner / non-joiner, word
+    joiner, soft hyphen, byte-order mark) continue the word they are in; single dots, hyphens and
+    apostrophes between letters of one script do too ("д.е.с.я.т.к.и" is one Cyrillic word, not
+    seven one-letter ones, and "e.g." one Latin word); digits, other punctuation, symbols and
+    spaces end words;
   * Han, Hiragana and Katakana are written without spaces, so each of their characters is a word
     (a Chinese word is ~1.5 characters; this is the usual cheap proxy);
   * in all other scripts, one-letter words don't count: they are variables and symbols in math
@@ -34,6 +38,9 @@ _NEUTRAL_PREFIXES = frozenset({"MATHEMATICAL", "MODIFIER", "DOUBLE-STRUCK", "SCR
                                "BLACK-LETTER", "PLANCK", "KELVIN", "ANGSTROM", "TURNED",
                                "INFORMATION", "NUMERO"})
 _MARK = "mark"
+# Punctuation that joins letters of one script into one word when it stands alone between them.
+_CONNECTORS = frozenset(".-'\u00b7\u2010\u2011\u2019\u2027")
+_CONNECTOR_CODE = "~"
 
 SCRIPTS = frozenset({
     "latin", "greek", "cyrillic", "armenian", "hebrew", "arabic", "syriac", "thaana", "nko",
@@ -113,7 +120,7 @@ def script_word_counts(text: str) -> Counter:
   codes = text.translate(_CODE_TABLE)
   counts = Counter()
   for code in set(codes):
-    if code == " ":
+    if code in (" ", _CONNECTOR_CODE):
       continue
     script = _SCRIPT_OF_CODE[code]
     if script in _PER_CHARACTER_SCRIPTS:
@@ -127,7 +134,7 @@ def script_word_counts(text: str) -> Counter:
 
 def _script_of(ch: str) -> str | None:
   category = unicodedata.category(ch)
-  if category[0] == "M":
+  if category[0] == "M" or category == "Cf":     # marks; zero-width and other invisible format characters
     return _MARK
   if category[0] != "L":
     return None
@@ -156,8 +163,9 @@ class _CodeTable(dict):
   """`str.translate` table: code point -> script code, computed on first sight and cached."""
 
   def __missing__(self, code_point: int) -> str | None:
-    script = _script_of(chr(code_point))
-    code = None if script == _MARK else _CODE_OF_SCRIPT.get(script, " ")
+    ch = chr(code_point)
+    script = _script_of(ch)
+    code = None if script == _MARK else _CONNECTOR_CODE if ch in _CONNECTORS else _CODE_OF_SCRIPT.get(script, " ")
     if len(self) < _MAX_CACHED_CODE_POINTS:
       self[code_point] = code
     return code
@@ -168,5 +176,7 @@ _CODE_TABLE = _CodeTable()
 
 @functools.lru_cache(maxsize=None)
 def _run_regex(code: str) -> re.Pattern:
-  # Runs of two or more letters: one-letter words are symbols (see the module docstring).
-  return re.compile(re.escape(code) + "{2,}")
+  # Runs of two or more letters, single connectors allowed between them: one-letter words are symbols
+  # (see the module docstring). Linear time: every step of the match consumes a letter.
+  c = re.escape(code)
+  return re.compile(f"{c}(?:{_CONNECTOR_CODE}?{c})+")

@@ -19,6 +19,15 @@ from r1jax.rewards import language_consistency_reward, script_word_counts
     ("Moscowмосква", {"latin": 1, "cyrillic": 1}),            # A script change splits a word.
     ("𝑥𝑦 ℝℝ and π θ", {"latin": 1}),                          # Math letters are no script.
     ("", {}), ("123 + 456 = 579", {}),
+    # Invisible characters and dots inside a word do not split it into uncounted one-letter words.
+    ("ones д\u200bе\u200bс\u200bя\u200bт\u200bк\u200bи", {"latin": 1, "cyrillic": 1}),
+    ("ones д\u200dе\u200cс\u2060я\ufeffт\u00adк\u200bи", {"latin": 1, "cyrillic": 1}),
+    ("ones д.е.с.я.т.к.и", {"latin": 1, "cyrillic": 1}),
+    ("te\u200bn\u200bs", {"latin": 1}),
+    ("e.g. well-known it's", {"latin": 3}),
+    ("x.y", {"latin": 1}), ("x. y", {}),                     # ". " ends a word; one letter is a symbol
+    ("tens-десятки", {"latin": 1, "cyrillic": 1}),          # a connector between scripts joins nothing
+    ("a..b", {}),                                            # two dots end the word
 ])
 def test_script_word_counts(text, counts):
   assert dict(script_word_counts(text)) == counts
@@ -36,6 +45,8 @@ def test_script_word_counts(text, counts):
     ("no tags at all 数", "latin", 4 / 5),
     ("<think>12 + 30 = 42</think><answer>42</answer>", "latin", 0.0),  # No words.
     ("<think></think><answer>42</answer>", "latin", 0.0),
+    ("<think>ones 9+5=14 д\u200bе\u200bс\u200bя\u200bт\u200bк\u200bи 6+9+1=16</think>", "latin", 0.5),
+    ("<think>ones 9+5=14 д.е.с.я.т.к.и 6+9+1=16</think>", "latin", 0.5),
 ])
 def test_language_consistency_reward(completion, target, share):
   assert language_consistency_reward(completion, target=target) == pytest.approx(share)
