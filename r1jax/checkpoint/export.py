@@ -23,6 +23,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
+from r1jax.checkpoint.manager import check_finite
 
 
 class _Config(Protocol):
@@ -67,6 +68,11 @@ def save_model(path: str | os.PathLike, cfg: _Config, variables: Any,
   path = os.path.abspath(os.fspath(path))
   if is_model(path):
     raise FileExistsError(f"{path} already holds an exported model")
+  if os.path.lexists(path) and not (os.path.isdir(path) and not os.listdir(path)):
+    # os.replace below makes a model appear whole, so anything else standing here is not ours to delete.
+    what = sorted(os.listdir(path))[:5] if os.path.isdir(path) else "a file"
+    raise FileExistsError(f"{path} exists and is not an exported model (holds {what}); refusing to replace "
+                          "it: move it away or export elsewhere")
   files = dict(files or {})
   parts = lambda n: os.path.normpath(n).split(os.sep)
   bad = sorted(n for n in files if os.path.isabs(n) or ".." in parts(n)
@@ -74,6 +80,7 @@ def save_model(path: str | os.PathLike, cfg: _Config, variables: Any,
   if bad:
     raise ValueError(f"save_model files: bad name(s) {bad}: relative paths inside the export, not under "
                      f"{_CONFIG}, {_META} or {_VARS}")
+  check_finite(variables, f"export {path}")
   primary = jax.process_index() == 0
   tmp = path + ".tmp"
   if primary:
@@ -93,7 +100,8 @@ def save_model(path: str | os.PathLike, cfg: _Config, variables: Any,
       dst = os.path.join(tmp, os.path.normpath(name))
       os.makedirs(os.path.dirname(dst), exist_ok=True)
       (shutil.copytree if os.path.isdir(src) else shutil.copy2)(src, dst)
-    shutil.rmtree(path, ignore_errors=True)          # an incomplete leftover, never a finished model
+    if os.path.isdir(path):
+      os.rmdir(path)                                 # empty (checked above)
     os.replace(tmp, path)
   _sync(f"save_model done {path}")
   return path

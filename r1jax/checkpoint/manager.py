@@ -37,10 +37,13 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import time
 from typing import Any, Callable, Mapping
 
 import grain
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -55,6 +58,29 @@ def _json_default(x):
   if isinstance(x, (np.ndarray, np.generic, jax.Array)):
     return np.asarray(x).tolist()
   raise TypeError(f"checkpoint metadata must be JSON-serializable; got {type(x).__name__}: {x!r}")
+
+
+@jax.jit
+def _all_finite(leaves):
+  return [jnp.all(jnp.isfinite(x)) for x in leaves]
+
+
+def nonfinite_leaves(tree: PyTree) -> list[str]:
+  """Key paths of the floating-point leaves of `tree` that hold a NaN or an infinity (one compiled pass)."""
+  pairs = [(jax.tree_util.keystr(path), x) for path, x in jax.tree_util.tree_leaves_with_path(tree)
+           if hasattr(x, "dtype") and hasattr(x, "shape") and jnp.issubdtype(x.dtype, jnp.inexact)]
+  if not pairs:
+    return []
+  flags = jax.device_get(_all_finite([x for _, x in pairs]))
+  return [name for (name, _), ok in zip(pairs, flags) if not bool(ok)]
+
+
+def check_finite(tree: PyTree, what: str) -> None:
+  """Raises FloatingPointError naming the non-finite leaves, so that no NaN is ever saved."""
+  bad = nonfinite_leaves(tree)
+  if bad:
+    raise FloatingPointError(f"{what}: {len(bad)} array(s) hold NaN or inf, e.g. {bad[:5]}; not saved "
+                             "(the last good checkpoint stays the newest)")
 
 
 def _as_restore_target(x):
@@ -117,6 +143,9 @@ class CheckpointManager:
            metadata: Mapping[str, Any] | None = None, force: bool = False) -> bool:
     """Starts saving `state` (and the data position and metadata) as checkpoint `step`.
 
+    Every floating-point array is checked finite first: a state holding NaN or inf raises
+    FloatingPointError and nothing is written.
+
     The iterator state and the metadata are captured before this returns, so the caller may advance
     the iterator and mutate `metadata` right away.
 
@@ -130,6 +159,9 @@ class CheckpointManager:
     Returns:
       True if a save was started, False if `save_interval_steps` skipped this step.
     """
+    if not self._manager.should_save(step) and not force:
+      return False
+    check_finite(state, f"checkpoint step {step} in {self._directory}")
     # Serialize now: validates early (not in the background thread) and snapshots the values.
     metadata_json = json.loads(json.dumps(dict(metadata or {}), default=_json_default))
     items = {_STATE: ocp.args.StandardSave(state), _METADATA: ocp.args.JsonSave(metadata_json)}
@@ -184,6 +216,56 @@ class CheckpointManager:
                          f"state (it was saved without data_iter)") from e
       raise
     return restored[_STATE], dict(restored[_METADATA] or {})
+
+  def restore_latest(self, *, target: PyTree = None, data_iter_for: Callable[[int], Any] | None = None
+                     ) -> tuple[int, PyTree, dict] | None:
+    """Restores the newest step that can be read; None when the directory holds no step.
+
+    A committed step can still be damaged afterwards (a disk that filled up or failed, files removed by
+    hand). When the newest step cannot be restored and an older one can, the older one is restored and
+    each unreadable newer step is moved aside to `<step>.unreadable-<unix time>` (kept for inspection,
+    never listed as a step, so the resumed run can save that step number again), with a warning. When no
+    step restores, nothing is moved and the newest step's error is raised: a target that fits none of
+    them (another model config, say) is a caller's error, not damage.
+
+    Args:
+      target: as in `restore`.
+      data_iter_for: step -> the Grain iterator to restore in place for that step (or None).
+
+    Returns:
+      (step, state, metadata) of the step restored, or None.
+    """
+    self._manager.wait_until_finished()
+    steps = sorted(self.all_steps(), reverse=True)
+    failed: list[tuple[int, BaseException]] = []
+    for step in steps:
+      try:
+        state, metadata = self.restore(step, target=target,
+                                       data_iter=data_iter_for(step) if data_iter_for else None)
+      except Exception as e:        # what a damaged step raises varies: KeyError, ValueError, OSError, ...
+        failed.append((step, e))
+        continue
+      if failed:
+        self._move_aside([s for s, _ in failed], restored=step, errors=[e for _, e in failed])
+      return step, state, metadata
+    if failed:
+      raise failed[0][1]
+    return None
+
+  def _move_aside(self, steps: list[int], *, restored: int, errors: list[BaseException]) -> None:
+    stamp = int(time.time())
+    if jax.process_index() == 0:
+      for step, err in zip(steps, errors):
+        src = os.path.join(self._directory, str(step))
+        dst = f"{src}.unreadable-{stamp}"
+        os.replace(src, dst)
+        print(f"warning: checkpoint step {step} in {self._directory} cannot be restored "
+              f"({type(err).__name__}: {str(err)[:300]}); moved it to {dst} and resumed from step {restored}",
+              file=sys.stderr, flush=True)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices(f"checkpoint move aside {self._directory}")
+    self._manager.reload()
 
   def wait(self) -> None:
     """Blocks until every save started so far is committed (and old steps are pruned)."""

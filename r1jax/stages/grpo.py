@@ -181,11 +181,12 @@ def run_rl_stage(model_cfg: ModelConfig, sc: RLStageConfig, *, initial_variables
   # The reference: a copy of the initial policy (the update donates the state), or under LoRA the frozen base
   # inside the state (None here: read from the state when used).
   ref = None if sc.lora.enabled else _copy({"params": state.params, "router_bias": state.router_bias})
-  start = ckpt.latest_step()
-  if start is not None:
-    template_tree = {"state": state_dict(state), **({"ref": ref} if ref is not None else {})}
-    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), template_tree)
-    restored, _ = ckpt.restore(start, target=target, data_iter=data if start < sc.num_steps else None)
+  template_tree = {"state": state_dict(state), **({"ref": ref} if ref is not None else {})}
+  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), template_tree)
+  found = ckpt.restore_latest(target=target, data_iter_for=lambda s: data if s < sc.num_steps else None)
+  start = None
+  if found is not None:
+    start, restored, _ = found
     state, ref = from_state_dict(restored["state"], like=state), restored.get("ref")
   writer.truncate_after(start)        # None: a run killed before its first checkpoint logged nothing kept
   step = start if start is not None else 0     # RL steps (one rollout each), not optimizer updates

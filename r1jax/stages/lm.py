@@ -129,11 +129,11 @@ def run_lm_stage(model_cfg: ModelConfig, sc: LMStageConfig, *, examples: Any, to
 
   # --- restore
   state = init_state()
-  start = ckpt.latest_step()
-  if start is not None:
-    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
-                          state_dict(state))
-    restored, _ = ckpt.restore(start, target=target, data_iter=data if start < sc.num_steps else None)
+  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state_dict(state))
+  found = ckpt.restore_latest(target=target, data_iter_for=lambda s: data if s < sc.num_steps else None)
+  start = None
+  if found is not None:
+    start, restored, _ = found
     state = from_state_dict(restored, like=state)
   writer.truncate_after(start)        # None: a run killed before its first checkpoint logged nothing kept
   step = int(state.step)
