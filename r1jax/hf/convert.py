@@ -111,10 +111,8 @@ def convert(*, from_hf=None, from_orbax=None, to_hf=None, to_orbax=None, dtype: 
       variables = {**variables, "params": jax.tree.map(lambda x: x.astype(cfg.jnp_param_dtype), variables["params"])}
   if to_orbax is not None:
     return save_orbax(to_orbax, cfg, variables, hf_dir=src_side if src_side.exists() else None)
-  out = save(to_hf, cfg, variables, dtype=dtype, **export_options(src_side))
-  if src_side.exists():
-    _copy_side_files(src_side, out, include_config=False)
-  return out
+  side = [f for f in side_files(src_side) if f.name != "config.json"] if src_side.exists() else []
+  return save(to_hf, cfg, variables, dtype=dtype, files=side, **export_options(src_side))
 
 
 def main(argv=None) -> int:

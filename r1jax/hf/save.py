@@ -11,6 +11,10 @@ Parameters the HF family has but cfg lacks are written as their neutral value, s
 zero q/k/v biases for a bias-free GQA model exported as qwen2, a zero e_score_correction_bias for a
 deepseek_v3 MoE without routing bias.
 
+The directory appears whole or not at all: everything is written into a hidden sibling that is renamed into
+place at the end, and a target that exists and is not an empty directory is refused (an older export left
+there would mix its shards and index with the new ones).
+
 The writer streams: it computes the safetensors header from shapes alone, then fetches, converts and
 writes one tensor at a time (a stacked expert leaf is fetched once for its E per-expert tensors), so host
 memory stays near one leaf. Files larger than `max_shard_bytes` are split with a
@@ -18,11 +22,14 @@ model.safetensors.index.json, as save_pretrained does.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
 import pathlib
+import shutil
+from collections.abc import Iterator, Sequence
 from typing import Any, Callable, Mapping
 
 import jax
@@ -125,13 +132,37 @@ def write_safetensors(path: str | os.PathLike, outs: list[_Out], variables) -> N
       f.write(memoryview(arr.reshape(-1).view(np.uint8)))
 
 
+@contextlib.contextmanager
+def new_directory(path: str | os.PathLike) -> Iterator[pathlib.Path]:
+  """Yields a hidden temporary sibling of `path` that is renamed to `path` when the block succeeds (and
+  removed when it fails). `path` must not exist, or be an empty directory."""
+  out = pathlib.Path(path).absolute()
+  if out.exists() or out.is_symlink():
+    if not out.is_dir() or any(out.iterdir()):
+      held = sorted(p.name for p in out.iterdir())[:5] if out.is_dir() else "a file"
+      raise FileExistsError(f"{out} exists and is not empty (holds {held}); refusing to write a Hugging Face "
+                            "checkpoint over it: move it away or choose another directory")
+  tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+  shutil.rmtree(tmp, ignore_errors=True)
+  tmp.mkdir(parents=True)
+  try:
+    yield tmp
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  if out.is_dir():
+    out.rmdir()
+  os.replace(tmp, out)
+
+
 def save(path: str | os.PathLike, cfg: ModelConfig, variables, *, dtype: str | None = None,
          model_type: str | None = None, max_shard_bytes: int = 5 * 2 ** 30,
-         extra_config: Mapping[str, Any] | None = None) -> pathlib.Path:
-  """Writes config.json and model.safetensors (or shards + index) for transformers.
+         extra_config: Mapping[str, Any] | None = None,
+         files: Sequence[str | os.PathLike] = ()) -> pathlib.Path:
+  """Writes config.json and model.safetensors (or shards + index) for transformers, atomically.
 
   Args:
-    path: output directory (created).
+    path: output directory: must not exist or be empty (FileExistsError otherwise).
     cfg: the architecture.
     variables: variables as returned by init_variables / r1jax.hf.load (host or sharded arrays).
     dtype: tensor dtype on disk ("float32", "bfloat16", "float16"); None = cfg.param_dtype. The MoE
@@ -139,6 +170,7 @@ def save(path: str | os.PathLike, cfg: ModelConfig, variables, *, dtype: str | N
     model_type: HF family; None = inferred (see r1jax.hf.config.infer_model_type).
     max_shard_bytes: split into several files above this size (5 GiB, save_pretrained's default).
     extra_config: merged into config.json (e.g. {"bos_token_id": 0, "eos_token_id": 1}).
+    files: more files copied in before the directory appears (tokenizer files, generation_config.json).
 
   Returns:
     The output directory.
@@ -153,18 +185,19 @@ def save(path: str | os.PathLike, cfg: ModelConfig, variables, *, dtype: str | N
   hf = to_hf_config(cfg, mt, dtype=dt)
   hf.update(extra_config or {})
   outs = _outputs(cfg, mt, np.dtype(DTYPES[dt]))
-  out_dir = pathlib.Path(path)
-  out_dir.mkdir(parents=True, exist_ok=True)
-  (out_dir / "config.json").write_text(json.dumps(hf, indent=2, sort_keys=True) + "\n")
   shards = _shards(outs, max_shard_bytes)
-  if len(shards) == 1:
-    write_safetensors(out_dir / "model.safetensors", shards[0], variables)
-    return out_dir
-  weight_map = {}
-  for j, shard in enumerate(shards):
-    fname = f"model-{j + 1:05d}-of-{len(shards):05d}.safetensors"
-    write_safetensors(out_dir / fname, shard, variables)
-    weight_map.update({o.name: fname for o in shard})
-  index = {"metadata": {"total_size": sum(o.nbytes for o in outs)}, "weight_map": weight_map}
-  (out_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
-  return out_dir
+  with new_directory(path) as tmp:
+    (tmp / "config.json").write_text(json.dumps(hf, indent=2, sort_keys=True) + "\n")
+    if len(shards) == 1:
+      write_safetensors(tmp / "model.safetensors", shards[0], variables)
+    else:
+      weight_map = {}
+      for j, shard in enumerate(shards):
+        fname = f"model-{j + 1:05d}-of-{len(shards):05d}.safetensors"
+        write_safetensors(tmp / fname, shard, variables)
+        weight_map.update({o.name: fname for o in shard})
+      index = {"metadata": {"total_size": sum(o.nbytes for o in outs)}, "weight_map": weight_map}
+      (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+    for f in files:
+      shutil.copy2(f, tmp / pathlib.Path(f).name)
+  return pathlib.Path(path).absolute()

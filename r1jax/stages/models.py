@@ -21,7 +21,6 @@ import dataclasses
 import json
 import os
 import pathlib
-import shutil
 from typing import Any
 
 import jax
@@ -246,17 +245,11 @@ def export_hf(model: ModelSource | str, out: str, *, dtype: str | None = None) -
   cfg, variables, _ = source.load()
   host = jax.tree.map(distributed.to_host, variables)
   if distributed.is_writer():
-    tmp = out + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
     side = source.side_dir()
-    save(tmp, cfg, host, dtype=dtype, **(export_options(side) if side else {}))
-    for f in side_files(side) if side else []:
-      if f.name != "config.json":
-        shutil.copy2(f, os.path.join(tmp, f.name))
+    files = [f for f in side_files(side) if f.name != "config.json"] if side else []
     own_sp = os.path.join(source.path, SP_TOKENIZER)
     if source.kind == "export" and os.path.isfile(own_sp):
-      shutil.copy2(own_sp, os.path.join(tmp, SP_TOKENIZER))
-    shutil.rmtree(out, ignore_errors=True)       # a leftover without config.json: never a finished export
-    os.replace(tmp, out)
+      files.append(own_sp)
+    save(out, cfg, host, dtype=dtype, files=files, **(export_options(side) if side else {}))   # atomic
   distributed.barrier(f"hf export {out}")
   return out

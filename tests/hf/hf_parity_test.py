@@ -8,6 +8,7 @@ sides (cumsum(mask) - 1, clipped at 0) and only real positions are compared.
 """
 import json
 import shutil
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -299,7 +300,7 @@ def test_mtp_layer_skipped(deepseek, tmp_path):
   _assert_trees_equal(params2, deepseek["params"])
 
 
-def test_sharded_index(tmp_path):
+def test_sharded_index(tmp_path, monkeypatch):
   model = _hf_model("qwen3_moe", seed=4)
   model.save_pretrained(tmp_path / "one")
   model.save_pretrained(tmp_path / "sharded", max_shard_size="40KB")
@@ -311,6 +312,20 @@ def test_sharded_index(tmp_path):
   hf.save(tmp_path / "ours", cfg, params, max_shard_bytes=30_000)
   assert len(json.loads((tmp_path / "ours" / "model.safetensors.index.json").read_text())["weight_map"]) > 0
   _assert_trees_equal(hf.load(tmp_path / "ours")[1], params)
+  # Saving over an older export is refused (its shards and index would mix with the new files) and
+  # changes nothing; a failed save leaves no directory behind.
+  before = sorted(p.name for p in (tmp_path / "ours").iterdir())
+  with pytest.raises(FileExistsError, match="exists and is not empty"):
+    hf.save(tmp_path / "ours", cfg, params)
+  assert sorted(p.name for p in (tmp_path / "ours").iterdir()) == before
+
+  def dies(*a, **kw):
+    raise OSError("disk full")
+
+  monkeypatch.setattr(sys.modules["r1jax.hf.save"], "write_safetensors", dies)
+  with pytest.raises(OSError, match="disk full"):
+    hf.save(tmp_path / "failed", cfg, params, max_shard_bytes=30_000)
+  assert not [p for p in tmp_path.iterdir() if "failed" in p.name]
 
 
 def test_load_into_mesh_shardings(deepseek):
