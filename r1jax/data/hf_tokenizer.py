@@ -150,7 +150,8 @@ class HFTokenizer:
     return ids
 
   def decode(self, ids: Iterable[int]) -> str:
-    keep = [int(i) for i in ids if int(i) not in self._hidden]
+    n = self._vocab_size      # ids past the vocabulary (a padded embedding) decode to "", as in the protocol
+    keep = [int(i) for i in ids if int(i) not in self._hidden and 0 <= int(i) < n]
     return self._tok.decode(keep, skip_special_tokens=False)
 
   def token_id(self, piece: str) -> int:

@@ -64,7 +64,9 @@ class Tokenizer(Protocol):
     ...
 
   def decode(self, ids: Iterable[int]) -> str:
-    """Ids -> text. Does not stop at eos; pad/bos/eos decode to ""."""
+    """Ids -> text. Does not stop at eos; pad/bos/eos decode to "", and so do ids outside [0, vocab_size)
+    (a model whose embedding is padded past its tokenizer, as Hugging Face checkpoints often are, can
+    sample them)."""
     ...
 
   def token_id(self, piece: str) -> int:
@@ -205,8 +207,10 @@ class SentencePieceTokenizer:
     return self._sp.encode(text, add_bos=add_bos, add_eos=add_eos)
 
   def decode(self, ids: Iterable[int]) -> str:
-    # SentencePiece already renders control pieces (pad/bos/eos) as "" and keeps going past eos.
-    return self._sp.decode([int(i) for i in ids])
+    # SentencePiece already renders control pieces (pad/bos/eos) as "" and keeps going past eos; it raises
+    # on ids beyond its vocabulary, which a padded embedding can produce.
+    n = self.vocab_size
+    return self._sp.decode([int(i) for i in ids if 0 <= int(i) < n])
 
   def token_id(self, piece: str) -> int:
     i = self._sp.piece_to_id(piece)

@@ -79,6 +79,7 @@ def test_round_trip_and_bos_eos(r1_dir, text):
   full = tok.encode(text, add_bos=True, add_eos=True)
   assert full == [tok.bos_id] + ids + [tok.eos_id]
   assert tok.decode(full + [tok.pad_id]) == text     # pad/bos/eos decode to ""
+  assert tok.decode(ids + [tok.vocab_size, tok.vocab_size + 100]) == text   # ids of a padded embedding: ""
 
 
 def test_tags_are_single_tokens_and_decode_visibly(r1_dir):

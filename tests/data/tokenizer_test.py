@@ -67,6 +67,8 @@ def test_special_ids_and_bos_eos(bpe):
   assert bpe.stop_ids == (bpe.eos_id,)
   # decode skips pad/bos/eos but does not stop at eos.
   assert bpe.decode([0, 2] + bpe.encode("ab") + [3] + bpe.encode("cd") + [0]) == "abcd"
+  # ids past the vocabulary (a model whose embedding is padded past its tokenizer samples them) decode to "".
+  assert bpe.decode(bpe.encode("ab") + [320, 10_000, -1] + bpe.encode("cd")) == "abcd"
 
 
 @pytest.mark.parametrize("name", ["bpe", "unigram"])
