@@ -253,3 +253,10 @@ def test_every_job_on_a_mesh_and_as_two_processes_gives_the_one_device_results(s
   two_out = {"sft": str(run / "sft" / "model"), "distill": str(run / "distill" / "model"),
              "grpo": str(run / "grpo" / "model"), "traces": rs, "eval": results}
   _same_jobs(eight, two_out, tmp_path / "eight", run)
+
+
+def test_a_tokenizer_with_more_ids_than_the_model_is_refused_naming_both_sizes():
+  from r1jax.testing import FakeTokenizer, tiny_model_config
+  with pytest.raises(ValueError, match=r"tokenizer 't.model' has 64 ids but the model 'm' only 32"):
+    models.check_vocab(FakeTokenizer(vocab_size=64), tiny_model_config(vocab_size=32), "m", "t.model")
+  models.check_vocab(FakeTokenizer(vocab_size=64), tiny_model_config(vocab_size=80), "m", "t.model")  # padded: fine
