@@ -8,8 +8,12 @@ products that XLA:CPU runs at 6-10 GFLOP/s. `routed_experts` computes only the c
 intra-op threads.
 
 The library is built once per (source, compiler, flags, jax version, CPU) with `-O3 -march=native` into
-$R1JAX_KERNEL_CACHE (default ~/.cache/r1jax/kernels): a temporary file renamed into place, so concurrent
-processes never load a half-written library. `available()` is False, and callers use their pure-JAX
+$R1JAX_KERNEL_CACHE (default ~/.cache/r1jax/kernels; with a read-only home, a per-user directory under the
+temporary directory): a temporary file renamed into place, so concurrent processes never load a
+half-written library. Loading a shared library runs its code, so the cache must be private: a directory
+or library that is not owned by this user, or that others may write, is never used (the library is then
+built into a fresh private directory), and a library is loaded only when its SHA-256 matches the digest
+recorded when it was built. `available()` is False, and callers use their pure-JAX
 path, when no C++ compiler or no FFI headers are found; a compiler that fails on the source is an
 error (RuntimeError with the compiler's output), never a silent fallback.
 """
@@ -22,7 +26,9 @@ import os
 import pathlib
 import platform
 import shutil
+import stat
 import subprocess
+import sys
 import tempfile
 
 import jax
@@ -47,28 +53,59 @@ def _cpu_id() -> str:
     return platform.processor()
 
 
+def _private(path: pathlib.Path, kind: int) -> bool:
+  """`path` is a `kind` (stat.S_IFDIR / S_IFREG), not a link, owned by this user and writable by no one else."""
+  try:
+    st = path.lstat()
+  except OSError:
+    return False
+  return stat.S_IFMT(st.st_mode) == kind and st.st_uid == os.getuid() and not st.st_mode & 0o022
+
+
+def _sha256(path: pathlib.Path) -> str:
+  return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _cache_dir() -> pathlib.Path:
+  """A directory only this user can write: the configured one, else a per-user one under the temporary
+  directory, else a fresh private one (with a warning saying why)."""
+  wanted = pathlib.Path(os.environ.get("R1JAX_KERNEL_CACHE", pathlib.Path.home() / ".cache" / "r1jax" / "kernels"))
+  for cache in (wanted, pathlib.Path(tempfile.gettempdir()) / f"r1jax-kernels-{os.getuid()}"):
+    try:
+      cache.mkdir(mode=0o700, parents=True, exist_ok=True)   # a read-only home: try the next one
+    except OSError:
+      continue
+    if _private(cache, stat.S_IFDIR):
+      return cache
+    print(f"warning: kernel cache {cache} is not private to this user (owner or permissions); not using it",
+          file=sys.stderr, flush=True)
+  return pathlib.Path(tempfile.mkdtemp(prefix="r1jax-kernels-"))
+
+
 def _build(cxx: str) -> pathlib.Path:
   include = jax.ffi.include_dir()
   key = hashlib.sha256()
   for part in (_SOURCE.read_bytes(), cxx.encode(), " ".join(_FLAGS).encode(), jax.__version__.encode(),
                _cpu_id().encode(), platform.machine().encode()):
     key.update(part)
-  cache = pathlib.Path(os.environ.get("R1JAX_KERNEL_CACHE", pathlib.Path.home() / ".cache" / "r1jax" / "kernels"))
-  try:
-    cache.mkdir(parents=True, exist_ok=True)
-  except OSError:  # a read-only home: build into the temporary directory instead
-    cache = pathlib.Path(tempfile.gettempdir()) / "r1jax-kernels"
-    cache.mkdir(parents=True, exist_ok=True)
+  cache = _cache_dir()
   lib = cache / f"cpu_kernels-{key.hexdigest()[:16]}.so"
-  if lib.exists():
+  digest = lib.with_name(lib.name + ".sha256")
+  if (_private(lib, stat.S_IFREG) and _private(digest, stat.S_IFREG)
+      and digest.read_text().strip() == _sha256(lib)):
     return lib
-  fd, tmp = tempfile.mkstemp(suffix=".so", dir=cache)
+  fd, tmp = tempfile.mkstemp(suffix=".so", dir=cache)        # mode 0600
   os.close(fd)
   try:
     proc = subprocess.run([cxx, *_FLAGS, f"-I{include}", str(_SOURCE), "-o", tmp], capture_output=True, text=True,
                           timeout=600)
     if proc.returncode != 0:
       raise RuntimeError(f"building {_SOURCE} with {cxx} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    os.chmod(tmp, 0o700)
+    fd, tmp_digest = tempfile.mkstemp(suffix=".sha256", dir=cache)
+    with os.fdopen(fd, "w") as f:
+      f.write(_sha256(pathlib.Path(tmp)) + "\n")
+    os.replace(tmp_digest, digest)                          # the digest first: a library never stands unchecked
     os.replace(tmp, lib)
   finally:
     if os.path.exists(tmp):
