@@ -15,6 +15,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from experiments import _common
+from r1jax.stages.writers import workdir_lock
 from r1jax.stages import standalone
 
 
@@ -29,7 +30,8 @@ def main(argv):
   del argv
   _common.initialize()                     # first: joins a multi-process job, if any
   logging.set_verbosity(logging.WARNING)
-  print(standalone.run_grpo(flags.FLAGS.config, flags.FLAGS.workdir))
+  with workdir_lock(flags.FLAGS.workdir):         # one run per workdir
+    print(standalone.run_grpo(flags.FLAGS.config, flags.FLAGS.workdir))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from experiments import _common
+from r1jax.stages.writers import workdir_lock
 from r1jax.stages import pipeline, seeds
 
 
@@ -26,7 +27,8 @@ def main(argv):
   del argv
   _common.initialize()                     # first: joins a multi-process job, if any
   logging.set_verbosity(logging.WARNING)
-  seeds.run_seeds(pipeline.JOB, flags.FLAGS.config, flags.FLAGS.workdir)   # one seed: the plain job
+  with workdir_lock(flags.FLAGS.workdir):         # one run per workdir
+    seeds.run_seeds(pipeline.JOB, flags.FLAGS.config, flags.FLAGS.workdir)   # one seed: the plain job
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from experiments import _common
+from r1jax.stages.writers import workdir_lock
 from r1jax.stages import standalone
 
 
@@ -32,7 +33,8 @@ def main(argv):
   del argv
   _common.initialize()                     # first: joins a multi-process job, if any
   logging.set_verbosity(logging.WARNING)   # Orbax logs every restore at INFO
-  stats = standalone.run_rejection_sample(flags.FLAGS.config, flags.FLAGS.workdir)
+  with workdir_lock(flags.FLAGS.workdir):         # one run per workdir
+    stats = standalone.run_rejection_sample(flags.FLAGS.config, flags.FLAGS.workdir)
   print(json.dumps({"all": stats["all"], "tasks": stats["tasks"]}, indent=1))
 
 

@@ -182,6 +182,42 @@ class Preemption:
         signal.signal(sig, old)
 
 
+class WorkdirLocked(RuntimeError):
+  """Another run holds the workdir."""
+
+
+LOCK_FILE = ".r1jax.lock"
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str):
+  """Holds an exclusive lock on `workdir` for the block: a second run of a job in the same workdir fails at
+  once (WorkdirLocked, naming the holder) instead of writing the same checkpoints and files. The lock is
+  the kernel's (flock on WORKDIR/.r1jax.lock), so a run killed with SIGKILL leaves no stale lock. In a
+  multi-process job process 0 holds it for the whole job."""
+  import fcntl
+  if jax.process_index() != 0:
+    yield
+    return
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, LOCK_FILE)
+  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = os.pread(fd, 512, 0).decode(errors="replace").strip() or "unknown"
+      raise WorkdirLocked(f"{os.path.abspath(workdir)} is in use by another run ({holder}); two runs in one "
+                          "workdir would overwrite each other's checkpoints: wait for it, stop it, or choose "
+                          "another --workdir") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on {os.uname().nodename} since "
+                  f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+    yield
+  finally:
+    os.close(fd)                                       # releases the lock
+
+
 @contextlib.contextmanager
 def finish_saves(ckpt):
   """Waits for in-flight checkpoint saves and closes the manager when the block exits, however it exits."""
