@@ -73,9 +73,11 @@ def get_config(arg: str | None = None):
         optim=dict(learning_rate=lr, warmup_steps=0, total_steps=steps, schedule="constant", clip_norm=1.0),
         runtime=runtime_fields())
 
-  def rejection(num_problems, k):
+  def rejection(target, k):
+    # The train problems are a pool sampled in order until `target` traces are kept: R1-Zero's traces are
+    # rarely single-script (a few percent pass), RL round 2's usually are, and either way SFT gets enough.
     return dict(
-        num_problems=16 if tiny else (256 if local else num_problems),
+        num_problems=16 if tiny else c.get_ref("num_train_problems"),
         config=dict(num_samples=2 if tiny else k, batch_size=64, max_prompt_len=24, max_new_tokens=48,
                     temperature=1.0, template="compact",
                     reward_weights=(("accuracy", 1.0), ("format", 1.0), ("language_consistency", 1.0)),
@@ -85,19 +87,23 @@ def get_config(arg: str | None = None):
                     # accuracy requirement: their short-trained models rarely solve a problem.)
                     min_rewards=() if tiny else ((("format", 1.0), ("language_consistency", 1.0)) if local else
                                                  (("accuracy", 1.0), ("format", 1.0), ("language_consistency", 1.0))),
-                    max_per_prompt=1, prefer="shortest", seed=0))
+                    max_per_prompt=1, prefer="shortest", seed=0,
+                    target_kept=0 if tiny else (target // 4 if local else target)))
 
   # Stages.
   c.pretrain = lm(500, 3e-3)                                            # the MoE base
   c.r1_zero = rl(30, (("accuracy", 1.0), ("format", 0.2)))              # rule rewards only
-  c.rs_cold = rejection(1200, 8)                                        # cold-start traces from R1-Zero
+  c.rs_cold = rejection(400, 16)                                        # cold-start traces from R1-Zero
   c.sft_cold = lm(100, 1e-3, bias_rate=0.0)                             # base -> cold-start SFT
-  c.rl2 = rl(20, (("accuracy", 1.0), ("format", 0.2), ("language_consistency", 0.5)))
-  c.rs_r1 = rejection(2400, 4)                                          # traces from RL round 2
-  c.sft_r1 = lm(150, 1e-3, bias_rate=0.0)                               # base -> R1 (stage-3 SFT)
+  # Round 2 starts from a model SFT made sharp: at R1-Zero's learning rate Adam's first updates (every
+  # parameter moves by ~lr) crush the log-probs of tokens the SFT model relies on and the accuracy falls
+  # below the cold start's; a quarter of it improves on it.
+  c.rl2 = rl(20, (("accuracy", 1.0), ("format", 0.2), ("language_consistency", 0.5)), lr=5e-5)
+  c.rs_r1 = rejection(1600, 4)                                          # traces from RL round 2
+  c.sft_r1 = lm(200, 1e-3, bias_rate=0.0)                               # base -> R1 (stage-3 SFT)
   c.sft_r1_init = "base"                                                # "base" (as in R1) | "rl2"
   c.student_pretrain = lm(500, 3e-3, bias_rate=0.0)                     # student on the corpus alone
-  c.distill = lm(150, 1e-3, bias_rate=0.0)                              # student_base + teacher traces
+  c.distill = lm(400, 1e-3, bias_rate=0.0)                              # student_base + teacher traces
   c.distill.distill = dict(top_k=8, kd_weight=0.5, temperature=1.0)     # + token-level KD (top_k=0: off)
   c.distill_teacher = "r1"                                              # "r1" | "rl2"
 

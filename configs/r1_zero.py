@@ -36,17 +36,18 @@ def get_config(arg: str | None = None):
 
   # Pretraining (r1jax.stages.lm.LMStageConfig).
   c.pretrain = dict(
-      num_steps=20 if runlocal else 600, batch_size=16, seq_len=192, log_every=10 if runlocal else 25,
+      num_steps=20 if runlocal else 800, batch_size=16, seq_len=192, log_every=10 if runlocal else 25,
       checkpoint_every=100, template="compact",
       input_shards=0,                      # 0: one input shard per batch slice of the mesh (each process reads its own)
       lm=dict(router_bias_rate=1e-3, balance_loss_coef=0.0, grad_accum_steps=1),
-      optim=dict(learning_rate=3e-3, warmup_steps=20, total_steps=20 if runlocal else 600, weight_decay=0.01,
+      optim=dict(learning_rate=3e-3, warmup_steps=20, total_steps=20 if runlocal else 800, weight_decay=0.01,
                  end_lr_ratio=0.05),
       runtime=runtime_fields())            # r1jax.model.runtime.Runtime: MoE dispatch, capacity factor
 
   # GRPO (r1jax.stages.grpo.RLStageConfig).
   c.rl = dict(
-      num_steps=3 if runlocal else 40, batch_size=8, group_size=8, max_prompt_len=24, max_new_tokens=40,
+      num_steps=3 if runlocal else 40, batch_size=8 if runlocal else 16, group_size=8, max_prompt_len=24,
+      max_new_tokens=40,
       template="compact", reward_weights=(("accuracy", 1.0), ("format", 0.2)), dynamic_sampling=True,
       advantage_estimator="grpo",          # r1jax.rl.advantages: grpo | batch_std | dr_grpo | rloo
       max_refills=1, checkpoint_every=10, log_every=1, eval_every=0, input_shards=0,
