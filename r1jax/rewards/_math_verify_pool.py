@@ -20,11 +20,17 @@ Design choices, and why:
   * Start-up (python + sympy import, ~1 s) has its own generous limit; it is not charged to the
     per-call deadline, so a cold pool never turns into a timeout loop.
   * After `os.fork()` the child forgets the parent's workers (they are the parent's to use).
+  * Workers die with the process that started them, even when it is killed with SIGKILL mid-check
+    (Linux's parent-death signal, plus a watchdog thread in the worker).
+  * A worker that fails to start (math-verify missing, a broken install, no memory) makes the pool
+    unavailable for `RETRY_UNAVAILABLE_S` (checks are False meanwhile, with a warning), then it tries
+    again: one bad start never disables LaTeX grading for the rest of a run.
   * POSIX only (`select` on pipes).
 """
 from __future__ import annotations
 
 import atexit
+import concurrent.futures
 import json
 import logging
 import os
@@ -42,8 +48,22 @@ _MAX_REPLY_BYTES = 1 << 16
 DEFAULT_TIMEOUT_S = 2.0  # Measured: the slowest of 2,500 MATH-500 checks took < 0.3 s.
 DEFAULT_STARTUP_TIMEOUT_S = 60.0
 DEFAULT_NUM_WORKERS = max(1, min(4, os.cpu_count() or 1))
+RETRY_UNAVAILABLE_S = 60.0
 
 _log = logging.getLogger(__name__)
+
+
+_SPAWNER: tuple[int, concurrent.futures.ThreadPoolExecutor] | None = None
+_SPAWNER_LOCK = threading.Lock()
+
+
+def _spawner() -> concurrent.futures.ThreadPoolExecutor:
+  """The process's one worker-starting thread (a new one after os.fork: threads do not survive it)."""
+  global _SPAWNER
+  with _SPAWNER_LOCK:
+    if _SPAWNER is None or _SPAWNER[0] != os.getpid():
+      _SPAWNER = (os.getpid(), concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="r1jax-math-verify"))
+    return _SPAWNER[1]
 
 
 class _Worker:
@@ -53,10 +73,13 @@ class _Worker:
     # -P (3.11+) keeps the working directory off sys.path: a stray math.py there must not
     # shadow the standard library; the neutral cwd covers 3.10.
     flags = ["-P"] if sys.version_info >= (3, 11) else []
-    self.proc = subprocess.Popen(
-        [sys.executable, *flags, "-c", _WORKER_SOURCE],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-        cwd=tempfile.gettempdir(), close_fds=True, start_new_session=True)
+    args = ([sys.executable, *flags, "-c", _WORKER_SOURCE],)
+    kw = dict(stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+              cwd=tempfile.gettempdir(), close_fds=True, start_new_session=True,
+              env={**os.environ, "R1JAX_PARENT_PID": str(os.getpid())})
+    # Linux sends the parent-death signal when the *thread* that started a child exits, so workers are
+    # started from one thread that lives as long as the process, never from a caller's short-lived one.
+    self.proc = _spawner().submit(subprocess.Popen, *args, **kw).result()
     self.ready = False
     self._buf = b""
 
@@ -127,8 +150,9 @@ class MathVerifyPool:
     self._num_live = 0
     self._pid = os.getpid()
     self._closed = False
-    self.unavailable: str | None = None  # Why math-verify cannot run here, once known.
-    self.num_timeouts = 0  # Statistics, for logs and tests.
+    self.unavailable: str | None = None  # Why math-verify could not start, while that is still believed.
+    self._retry_at = 0.0                 # time.monotonic() after which a start is tried again
+    self.num_timeouts = 0  # Statistics, for metrics, logs and tests.
     self.num_checks = 0
 
   def check(self, gold: str, pred: str, *, boxed: bool = False) -> bool:
@@ -142,9 +166,12 @@ class MathVerifyPool:
         startup = worker.wait_ready(self.startup_timeout_s)
         if not worker.ready:
           if startup is not None and "error" in startup:
-            self.unavailable = str(startup["error"])
-            _log.warning("math-verify is unavailable (%s); LaTeX answers are graded by "
-                         "string/number equality only", self.unavailable)
+            with self._cond:
+              self.unavailable = str(startup["error"])
+              self._retry_at = time.monotonic() + RETRY_UNAVAILABLE_S
+            _log.warning("math-verify could not start (%s); LaTeX answers are graded by string/number "
+                         "equality only for the next %.0f s, then a start is tried again", self.unavailable,
+                         RETRY_UNAVAILABLE_S)
           return False
         try:
           worker.send({"gold": gold, "pred": pred, "boxed": boxed,
@@ -154,7 +181,10 @@ class MathVerifyPool:
         self.num_checks += 1
         reply = worker.recv(time.monotonic() + self.timeout_s)
         if reply is None:
-          self.num_timeouts += 1
+          with self._cond:
+            self.num_timeouts += 1
+          _log.warning("math-verify check timed out after %.1f s (%d so far); counted as not equivalent",
+                       self.timeout_s, self.num_timeouts)
           return False
         healthy = True
         return bool(reply.get("ok"))
@@ -177,7 +207,9 @@ class MathVerifyPool:
       if os.getpid() != self._pid:  # Forked child: the workers belong to the parent.
         self._pid, self._idle, self._num_live = os.getpid(), [], 0
       if self.unavailable is not None:
-        return None
+        if time.monotonic() < self._retry_at:
+          return None
+        self.unavailable = None          # the cool-down is over: try to start again
       if self._num_live == 0:
         for _ in range(min(2, self.num_workers)):  # The caller's worker and a warm spare.
           self._spawn_locked()
@@ -236,6 +268,11 @@ def get_pool() -> MathVerifyPool:
     if _POOL is None:
       _POOL = MathVerifyPool(**_settings)
     return _POOL
+
+
+def num_timeouts() -> int:
+  """Checks that the process-wide pool cut off at its deadline so far (0 before the first check)."""
+  return _POOL.num_timeouts if _POOL is not None else 0
 
 
 def configure(*, num_workers: int | None = None, timeout_s: float | None = None,

@@ -77,8 +77,34 @@ def _limit_memory():
     pass  # Not POSIX, or not allowed: the pool's deadline still bounds the time.
 
 
+def _die_with_parent():
+  """Ends this worker when the process that started it dies, even by SIGKILL and even while a check is
+  stuck in one long C call: Linux's parent-death signal, and a watchdog thread wherever that is missing.
+  (A closed stdin alone is noticed only between checks.)"""
+  import os  # pylint: disable=g-import-not-at-top
+  import threading  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  parent = int(os.environ.get("R1JAX_PARENT_PID", "0")) or os.getppid()
+  if sys.platform.startswith("linux"):
+    try:
+      import ctypes  # pylint: disable=g-import-not-at-top
+      ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+      pass
+  if os.getppid() != parent:       # the parent died before the signal was armed
+    os._exit(0)
+
+  def watch():
+    while os.getppid() == parent:
+      time.sleep(0.5)
+    os._exit(0)
+
+  threading.Thread(target=watch, daemon=True).start()
+
+
 def main():
-  """Serves requests until stdin closes (the pool, or its process, went away)."""
+  """Serves requests until stdin closes (the pool, or its process, went away) or the parent dies."""
+  _die_with_parent()
   out = sys.stdout.buffer
   sys.stdout = sys.stderr  # Stray prints from libraries must not corrupt the protocol.
   signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent; it kills us.

@@ -17,8 +17,10 @@ Python (they parse text), so they are host arrays.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import math
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -28,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from r1jax.rewards import LENGTH_REWARDS, REWARDS, combine, overlong_options
+from r1jax.rewards import _math_verify_pool
 from r1jax.sampling.sampler import sample
 from r1jax.sharding.distributed import to_host
 from r1jax.sharding.mesh import batch_sharding
@@ -69,6 +72,7 @@ class Rollout:
   scores: list | None = None
   num_samples: int = 1
   time_reward_s: float = 0.0           # host time spent decoding and scoring
+  verify_timeouts: int = 0             # math-verify checks cut off at their deadline while scoring
 
   @property
   def num_prompts(self) -> int:
@@ -94,16 +98,39 @@ class RewardScorer:
 
   def __call__(self, texts: Sequence[str], examples: Sequence[Mapping],
                lengths: Sequence[int] | None = None) -> list[tuple[float, dict]]:
-    """(total, {reward name: value}) per text, exactly as `combine` returns them."""
+    """(total, {reward name: value}) per text, exactly as `combine` returns them, in order.
+
+    The texts are scored concurrently on a shared thread pool: a reward that waits on a math-verify
+    worker (r1jax.rewards' process pool, with its own deadline) then waits alongside the others, so a
+    rollout's worst case is about its slowest checks, not the sum of all of them."""
     by_length = [name for name in LENGTH_REWARDS if name in self.weights or name in self.options]
     if by_length and lengths is None:
       raise ValueError(f"rewards {by_length} need the completions' token counts (lengths)")
     kw = {name: overlong_options(self.options.get(name, {}), self.max_new_tokens) for name in by_length}
-    out = []
-    for i, (text, ex) in enumerate(zip(texts, examples)):
+
+    def score(i):
       extra = {name: LENGTH_REWARDS[name](int(lengths[i]), **kw[name]) for name in by_length}
-      out.append(combine(self.prefix + text, ex, self.weights, options=self.options, extra=extra))
-    return out
+      return combine(self.prefix + texts[i], examples[i], self.weights, options=self.options, extra=extra)
+
+    n = min(len(texts), len(examples))
+    if n < 2:
+      return [score(i) for i in range(n)]
+    return list(_scoring_threads().map(score, range(n)))
+
+
+_THREADS: concurrent.futures.ThreadPoolExecutor | None = None
+_THREADS_LOCK = threading.Lock()
+
+
+def _scoring_threads() -> concurrent.futures.ThreadPoolExecutor:
+  """One process-wide pool (its threads live as long as the process: math-verify workers started from
+  them are bound to their lifetime), as wide as the math-verify pool can serve."""
+  global _THREADS
+  with _THREADS_LOCK:
+    if _THREADS is None:
+      width = max(2, _math_verify_pool.get_pool().num_workers)
+      _THREADS = concurrent.futures.ThreadPoolExecutor(max_workers=width, thread_name_prefix="r1jax-reward")
+    return _THREADS
 
 
 def check_reward_names(owner: str, weights: Sequence, options: Sequence, max_new_tokens: int) -> None:
@@ -191,6 +218,7 @@ def rollout(cfg, variables, tokenizer, batch: Mapping, *, rng, settings: Rollout
   lengths = to_host(trim(out.lengths))
   examples = list(batch["examples"])
   rewards = parts = scores = None
+  timeouts_before = _math_verify_pool.num_timeouts()
   if scorer is not None:
     scores = scorer(texts, [ex for ex in examples for _ in range(g)], lengths)
     rewards = np.asarray([total for total, _ in scores], np.float32)
@@ -201,7 +229,8 @@ def rollout(cfg, variables, tokenizer, batch: Mapping, *, rng, settings: Rollout
       prompt_mask=on_device(np.repeat(mask_bp[:n], g, axis=0)),
       tokens=tokens, mask=mask, logprobs=trim(out.logprobs),
       lengths=lengths, truncated=to_host(trim(out.truncated)), texts=texts,
-      rewards=rewards, parts=parts, scores=scores, num_samples=g, time_reward_s=time.time() - t0)
+      rewards=rewards, parts=parts, scores=scores, num_samples=g, time_reward_s=time.time() - t0,
+      verify_timeouts=_math_verify_pool.num_timeouts() - timeouts_before)
 
 
 # ------------------------------------------------------------------------------------------ groups
@@ -250,4 +279,5 @@ def concat(a: Rollout | None, b: Rollout) -> Rollout:
   changes["examples"] = a.examples + b.examples
   changes["prompts"] = a.prompts + b.prompts
   changes["time_reward_s"] = a.time_reward_s + b.time_reward_s
+  changes["verify_timeouts"] = a.verify_timeouts + b.verify_timeouts
   return dataclasses.replace(b, **changes)

@@ -197,13 +197,14 @@ def run_rl_stage(model_cfg: ModelConfig, sc: RLStageConfig, *, initial_variables
     while step < sc.num_steps:
       t0 = time.time()
       key = jax.random.fold_in(base_key, step)
-      kept, tries, total_groups, zero_groups, first, t_reward = None, 0, 0, 0, None, 0.0
+      kept, tries, total_groups, zero_groups, first, t_reward, timeouts = None, 0, 0, 0, None, 0.0, 0
       while True:
         batch = next_prompts()
         r = rollout(model_cfg, state.variables(), tokenizer, batch, rng=jax.random.fold_in(key, tries),
                     settings=settings, scorer=scorer, runtime=runtime, mesh=mesh)
         first = r if first is None else first
         t_reward += r.time_reward_s
+        timeouts += r.verify_timeouts
         zv = _zero_variance(r.rewards, g)
         total_groups += len(zv)
         zero_groups += int(zv.sum())
@@ -260,6 +261,7 @@ def run_rl_stage(model_cfg: ModelConfig, sc: RLStageConfig, *, initial_variables
           "truncated": float(first.truncated.mean()),
           "zero_variance_groups": zero_groups / max(total_groups, 1),
           "groups_trained": float(n_keep), "rollouts": float(max(tries, 1)),
+          "verify_timeouts": timeouts,     # math-verify checks cut off at their deadline (scored as wrong)
           "time_rollout_s": t_rollout - t_reward, "time_reward_s": t_reward, "time_ref_s": t_ref, "time_update_s": t_update,
           "time_step_s": time.time() - t0,
           **{k: v for k, v in upd.items() if k in ("loss", "pg_loss", "kl", "clip_frac_low", "clip_frac_high",
