@@ -199,6 +199,7 @@ def workdir_lock(workdir: str):
   if jax.process_index() != 0:
     yield
     return
+  created = not os.path.exists(workdir)
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, LOCK_FILE)
   fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -215,6 +216,10 @@ def workdir_lock(workdir: str):
                   f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
     yield
   finally:
+    # A run that made the workdir and wrote nothing (its config failed validation, say) leaves none behind.
+    if created and os.listdir(workdir) == [LOCK_FILE]:
+      os.unlink(path)
+      os.rmdir(workdir)
     os.close(fd)                                       # releases the lock
 
 

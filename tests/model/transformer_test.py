@@ -94,7 +94,9 @@ def test_gradients_reach_router_and_experts(tiny_params):
 def test_remat_is_exact(tiny_params):
   tok = _tokens(2, 8)
   loss = lambda p, cfg: jnp.sum(forward(cfg, {**tiny_params, "params": p}, tok) ** 2)
-  g0 = jax.grad(loss)(tiny_params["params"], TINY)
+  # Both sides jitted: eager and jitted gradients differ by float rounding (~4e-7 of the gradient's scale
+  # on some CPUs), which is not what this test is about.
+  g0 = jax.jit(jax.grad(loss), static_argnums=1)(tiny_params["params"], TINY)
   for policy in ("full",):           # "dots" saves matmul outputs: the same math (tested in the slow suite)
     g1 = jax.jit(jax.grad(loss), static_argnums=1)(tiny_params["params"], TINY.replace(remat=policy))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), g0, g1)
@@ -104,7 +106,7 @@ def test_remat_is_exact(tiny_params):
 def test_remat_dots_policy_is_exact(tiny_params):
   tok = _tokens(2, 8)
   loss = lambda p, cfg: jnp.sum(forward(cfg, {**tiny_params, "params": p}, tok) ** 2)
-  g0 = jax.grad(loss)(tiny_params["params"], TINY)
+  g0 = jax.jit(jax.grad(loss), static_argnums=1)(tiny_params["params"], TINY)
   g1 = jax.jit(jax.grad(loss), static_argnums=1)(tiny_params["params"], TINY.replace(remat="dots"))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), g0, g1)
 
