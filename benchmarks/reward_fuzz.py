@@ -31,8 +31,8 @@ import traceback
 import numpy as np
 
 from benchmarks.common import emit
-from r1jax.rewards import (_math_verify_pool, accuracy_reward, combine, format_reward,
-                           language_consistency_reward)
+from r1jax.rewards import (accuracy_reward, combine, format_reward, language_consistency_reward,
+                           math_verify_timeouts, math_verify_workers)
 from r1jax.rewards import countdown as countdown_lib
 from r1jax.rewards import math as math_lib
 
@@ -179,8 +179,8 @@ def main(argv=None) -> int:
       busy.pop(threading.get_ident(), None)
     return out
 
-  width = max(2, _math_verify_pool.get_pool().num_workers)
-  timeouts0 = _math_verify_pool.num_timeouts()
+  width = max(2, math_verify_workers())
+  timeouts0 = math_verify_timeouts()
   start = time.perf_counter()
   done = 0
   with concurrent.futures.ThreadPoolExecutor(width) as pool:
@@ -203,7 +203,7 @@ def main(argv=None) -> int:
   total_exc = sum(s["exceptions"] for s in stats.values())
   emit(summary="reward_fuzz", completions=args.num, calls=sum(len(s["times"]) for s in stats.values()),
        exceptions=total_exc, hangs=0, slowest_s=round(max(max(s["times"]) for s in stats.values()), 4),
-       math_verify_timeouts=_math_verify_pool.num_timeouts() - timeouts0, threads=width, wall_s=round(wall, 1))
+       math_verify_timeouts=math_verify_timeouts() - timeouts0, threads=width, wall_s=round(wall, 1))
   for e in errors[:5]:
     print(e, file=sys.stderr)
   return 1 if total_exc else 0

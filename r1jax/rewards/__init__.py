@@ -13,6 +13,8 @@ LaTeX equivalence (MATH) uses math-verify in a lazily started pool of worker pro
 per-call deadline; `configure_math_verify(timeout_s=..., num_workers=...)` changes its settings.
 """
 from r1jax.rewards._math_verify_pool import configure as configure_math_verify
+from r1jax.rewards._math_verify_pool import num_timeouts as math_verify_timeouts
+from r1jax.rewards._math_verify_pool import num_workers as math_verify_workers
 from r1jax.rewards.accuracy import VERIFIERS, accuracy_reward, get_verifier
 from r1jax.rewards.combine import REWARDS, combine
 from r1jax.rewards.countdown import evaluate_equation, verify_countdown
@@ -25,6 +27,7 @@ from r1jax.rewards.math import (last_boxed, last_number, numbers_match, parse_nu
 
 __all__ = [
     "LENGTH_REWARDS", "REWARDS", "VERIFIERS", "accuracy_reward", "answer_region", "combine", "configure_math_verify",
+    "math_verify_timeouts", "math_verify_workers",
     "evaluate_equation", "extract_answer", "extract_think", "format_reward", "get_verifier",
     "language_consistency_reward", "last_boxed", "last_number", "numbers_match",
     "overlong_options", "overlong_penalty", "parse_number", "parse_quotient_remainder", "script_word_counts",

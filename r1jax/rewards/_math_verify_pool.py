@@ -275,6 +275,11 @@ def num_timeouts() -> int:
   return _POOL.num_timeouts if _POOL is not None else 0
 
 
+def num_workers() -> int:
+  """How many checks the process-wide pool runs at once (its setting; no worker is started by asking)."""
+  return int(_settings["num_workers"])
+
+
 def configure(*, num_workers: int | None = None, timeout_s: float | None = None,
               startup_timeout_s: float | None = None) -> None:
   """Changes the settings of the process-wide pool; idle workers of the old pool are stopped.

@@ -29,8 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from r1jax.rewards import LENGTH_REWARDS, REWARDS, combine, overlong_options
-from r1jax.rewards import _math_verify_pool
+from r1jax.rewards import (LENGTH_REWARDS, REWARDS, combine, math_verify_timeouts, math_verify_workers,
+                           overlong_options)
 from r1jax.sampling.sampler import sample
 from r1jax.sharding.distributed import to_host
 from r1jax.sharding.mesh import batch_sharding
@@ -128,7 +128,7 @@ def _scoring_threads() -> concurrent.futures.ThreadPoolExecutor:
   global _THREADS
   with _THREADS_LOCK:
     if _THREADS is None:
-      width = max(2, _math_verify_pool.get_pool().num_workers)
+      width = max(2, math_verify_workers())
       _THREADS = concurrent.futures.ThreadPoolExecutor(max_workers=width, thread_name_prefix="r1jax-reward")
     return _THREADS
 
@@ -218,7 +218,7 @@ def rollout(cfg, variables, tokenizer, batch: Mapping, *, rng, settings: Rollout
   lengths = to_host(trim(out.lengths))
   examples = list(batch["examples"])
   rewards = parts = scores = None
-  timeouts_before = _math_verify_pool.num_timeouts()
+  timeouts_before = math_verify_timeouts()
   if scorer is not None:
     scores = scorer(texts, [ex for ex in examples for _ in range(g)], lengths)
     rewards = np.asarray([total for total, _ in scores], np.float32)
@@ -230,7 +230,7 @@ def rollout(cfg, variables, tokenizer, batch: Mapping, *, rng, settings: Rollout
       tokens=tokens, mask=mask, logprobs=trim(out.logprobs),
       lengths=lengths, truncated=to_host(trim(out.truncated)), texts=texts,
       rewards=rewards, parts=parts, scores=scores, num_samples=g, time_reward_s=time.time() - t0,
-      verify_timeouts=_math_verify_pool.num_timeouts() - timeouts_before)
+      verify_timeouts=math_verify_timeouts() - timeouts_before)
 
 
 # ------------------------------------------------------------------------------------------ groups

@@ -62,12 +62,14 @@ class MetricsWriter:
 
   def _drop_torn_tail(self) -> None:
     """Cuts the file after its last newline: every complete record is kept, a torn last line is not."""
-    if not os.path.exists(self.path):
+    if not os.path.exists(self.path) or os.path.getsize(self.path) == 0:
       return
     with open(self.path, "rb") as f:
+      f.seek(-1, os.SEEK_END)
+      if f.read(1) == b"\n":                # the usual case: one byte read, however long the log
+        return
+      f.seek(0)
       data = f.read()
-    if not data or data.endswith(b"\n"):
-      return
     keep, line = data.rfind(b"\n") + 1, data.count(b"\n") + 1
     print(f"warning: {self.path}:{line}: dropping a torn last line ({len(data) - keep} bytes; "
           "the run that wrote it was killed mid-write)", file=sys.stderr, flush=True)
