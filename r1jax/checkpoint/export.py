@@ -12,6 +12,7 @@ so a reader never sees half a model: `is_model(path)` is True only for a finishe
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -54,6 +55,18 @@ def _to_host(x) -> np.ndarray:
   return np.asarray(jax.device_get(x))
 
 
+def weights_digest(tree: Any) -> str:
+  """SHA-256 of every array of `tree` (key path, dtype, shape and bytes, in key-path order): the identity of
+  a model's weights, whatever directory or mesh they sit in. In a multi-process job every process calls it
+  (arrays spanning processes are gathered)."""
+  h = hashlib.sha256()
+  for path, x in sorted(jax.tree_util.tree_leaves_with_path(tree), key=lambda p: jax.tree_util.keystr(p[0])):
+    a = np.ascontiguousarray(_to_host(x))
+    h.update(f"{jax.tree_util.keystr(path)}|{a.dtype.str}|{a.shape}\n".encode())
+    h.update(a.tobytes())
+  return "sha256:" + h.hexdigest()
+
+
 def save_model(path: str | os.PathLike, cfg: _Config, variables: Any,
                metadata: Mapping[str, Any] | None = None, files: Mapping[str, str] | None = None) -> str:
   """Writes cfg + variables (+ JSON metadata) to `path`, replacing nothing: the path must not exist yet.
@@ -64,7 +77,8 @@ def save_model(path: str | os.PathLike, cfg: _Config, variables: Any,
 
   In a multi-process job every process calls it: the variables are gathered to host arrays (a model
   directory holds no device layout, so any mesh can load it), Orbax writes them once, process 0 writes
-  the JSON files and renames the directory, and every process returns once the model is complete."""
+  the JSON files and renames the directory, and every process returns once the model is complete.
+  metadata.json also records `weights_sha256` (see weights_digest), which names the weights by content."""
   path = os.path.abspath(os.fspath(path))
   if is_model(path):
     raise FileExistsError(f"{path} already holds an exported model")
@@ -88,6 +102,7 @@ def save_model(path: str | os.PathLike, cfg: _Config, variables: Any,
     os.makedirs(tmp)
   _sync(f"save_model start {path}")
   host = jax.tree.map(_to_host, variables)
+  metadata = {**dict(metadata or {}), "weights_sha256": weights_digest(host)}
   with ocp.StandardCheckpointer() as ckptr:
     ckptr.save(os.path.join(tmp, _VARS), host)
     ckptr.wait_until_finished()
@@ -118,6 +133,15 @@ def load_config(path: str | os.PathLike, config_type: type[C]) -> C:
   return config_type.from_dict({k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
 
 
+def load_metadata(path: str | os.PathLike) -> dict:
+  """The JSON metadata of the exported model at `path` ({} when it has none), without reading its weights."""
+  meta_path = os.path.join(os.fspath(path), _META)
+  if not os.path.exists(meta_path):
+    return {}
+  with open(meta_path) as f:
+    return json.load(f)
+
+
 def load_model(path: str | os.PathLike, config_type: type[C]) -> tuple[C, dict, dict]:
   """(config as config_type, variables as jax arrays on the default device, metadata dict)."""
   path = os.path.abspath(os.fspath(path))
@@ -125,9 +149,4 @@ def load_model(path: str | os.PathLike, config_type: type[C]) -> tuple[C, dict, 
   with ocp.StandardCheckpointer() as ckptr:
     variables = ckptr.restore(os.path.join(path, _VARS))
   variables = jax.tree.map(jax.numpy.asarray, variables)
-  meta_path = os.path.join(path, _META)
-  metadata = {}
-  if os.path.exists(meta_path):
-    with open(meta_path) as f:
-      metadata = json.load(f)
-  return cfg, variables, metadata
+  return cfg, variables, load_metadata(path)

@@ -217,6 +217,12 @@ class CheckpointManager:
       raise
     return restored[_STATE], dict(restored[_METADATA] or {})
 
+  def read_metadata(self, step: int) -> dict:
+    """The JSON metadata of checkpoint `step` alone (no array is read)."""
+    self._manager.wait_until_finished()
+    restored = self._manager.restore(step, args=ocp.args.Composite(**{_METADATA: ocp.args.JsonRestore()}))
+    return dict(restored[_METADATA] or {})
+
   def restore_latest(self, *, target: PyTree = None, data_iter_for: Callable[[int], Any] | None = None
                      ) -> tuple[int, PyTree, dict] | None:
     """Restores the newest step that can be read; None when the directory holds no step.

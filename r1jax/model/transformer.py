@@ -190,6 +190,19 @@ def place_variables(cfg: ModelConfig, variables, mesh, rules="fsdp_tp"):
   return jax.device_put(variables, param_shardings(cfg, mesh, rules))
 
 
+def abstract_variables(cfg: ModelConfig, variables=None, mesh=None, rules="fsdp_tp"):
+  """jax.ShapeDtypeStructs of `place_variables(cfg, variables, mesh)` (variables=None: of
+  `init_variables(cfg, key, mesh=mesh)`) with the shardings they would have, computing nothing."""
+  if variables is None:
+    variables = jax.eval_shape(lambda: nn.meta.unbox(_init_boxed(cfg, jax.random.key(0))))
+  if mesh is not None:
+    shardings = param_shardings(cfg, mesh, rules)
+  else:
+    default = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    shardings = jax.tree.map(lambda x: x.sharding if isinstance(x, jax.Array) else default, variables)
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), variables, shardings)
+
+
 def init_variables(cfg: ModelConfig, key, *, mesh=None, rules="fsdp_tp"):
   """Random variables {"params": ..., ["router_bias": ...]} as plain arrays.
 

@@ -6,8 +6,9 @@
 Models are exports (`r1jax.checkpoint.save_model`), Hugging Face directories (hf:DIR) or Orbax conversions
 (orbax:DIR), see r1jax.stages.models; each is evaluated with the tokenizer given, or, with none, the one that
 came with it (so models with different tokenizers can share a table). Writes to the output directory:
-<name>.json per model (a cache: a rerun skips models already evaluated with the same settings, so a
-killed run resumes), results.json (every report), results.md (the table) and results.png (a bar chart of
+<name>.json per model (a cache: a rerun skips models already evaluated with the same settings and the
+same weights and tokenizer, named by content, not path, so a killed run resumes and a retrained model is
+evaluated again), results.json (every report), results.md (the table) and results.png (a bar chart of
 the rates). The R1 pipeline calls `run`; the command line, `python -m experiments.evaluate`, calls
 `run_from_config`, which reads the models and the tokenizer from the config's `models` and `tokenizer`
 fields.
@@ -30,6 +31,7 @@ from r1jax.eval.report import eval_columns, eval_table, is_percent, plot_bars
 from r1jax.sharding import distributed
 from r1jax.sharding.mesh import mesh_from_config
 from r1jax.stages import models as model_sources
+from r1jax.stages.fingerprint import tokenizer_digest
 
 # results.json / .md / .png live beside the per-model caches, so a model may not take these names.
 _RESERVED = frozenset({"results"})
@@ -110,9 +112,11 @@ def validate(c, models: dict[str, str], tokenizer_path: str):
   return ec, task
 
 
-def _setup(c, ec: EvalConfig, model: str, tokenizer_path: str) -> dict:
-  """What a cached report depends on besides the model's weights; a changed setup is re-evaluated."""
-  setup = {"model_dir": model, "tokenizer": os.path.abspath(tokenizer_path),
+def _setup(c, ec: EvalConfig, model: str, tokenizer: str) -> dict:
+  """What a cached report depends on: the model's weights and the tokenizer (their identities: see
+  r1jax.stages.models.ModelSource.identity and r1jax.stages.fingerprint.tokenizer_digest) and the evaluation
+  settings; a changed setup is re-evaluated."""
+  setup = {"model": model, "tokenizer": tokenizer,
            "task": c.task.to_dict(), "split": c.split, "num_problems": c.num_problems, "seed": c.seed,
            "template": c.template, "eval": dataclasses.asdict(ec)}
   settings = model_sources.load_settings(c)
@@ -155,12 +159,12 @@ def run(c, models: dict[str, str], tokenizer_path: str, out_dir: str, *, mesh=No
   reports = {}
   for name, source in sources.items():
     cache = os.path.join(out_dir, f"{name}.json")
-    setup = _setup(c, ec, source.ref, tok_paths[name])
+    setup = _setup(c, ec, source.identity(), tokenizer_digest(toks[tok_paths[name]]))
     report = _read_cache(cache, setup)
     if report is None:
       cfg, variables, metadata = source.load(mesh=mesh)
       report = evaluate(cfg, variables, toks[tok_paths[name]], examples, ec, template=c.template, mesh=mesh)
-      report.update(eval_setup=setup, model_metadata=metadata)
+      report.update(eval_setup=setup, model_ref=source.ref, model_metadata=metadata)
       if distributed.is_writer():                                   # process 0 writes a multi-process job's files
         write_json(cache, report)
       del variables

@@ -27,17 +27,19 @@ from r1jax.data.templates import get_template, response_prefix
 from r1jax.eval.evaluate import EvalConfig, evaluate
 from r1jax.model.config import ModelConfig
 from r1jax.model.runtime import Runtime
-from r1jax.model.transformer import place_variables
+from r1jax.model.transformer import abstract_variables, place_variables
 from r1jax.rl.advantages import ADVANTAGE_ESTIMATORS
 from r1jax.rl.step import GRPOConfig, grpo_update_rollout, make_grpo_update, make_logprob_fn
 from r1jax.sampling.rollout import Rollout, check_reward_names, RewardScorer, RolloutSettings, concat, rollout, select_groups
+from r1jax.checkpoint.export import weights_digest
+from r1jax.stages import fingerprint as fp_lib
 from r1jax.stages.state import from_state_dict, state_dict
 from r1jax.stages.writers import MetricsWriter, Preemption, finish_saves
 from r1jax.train.optim import OptimConfig, make_optimizer
 from r1jax.sharding.distributed import allgather_objects, default_input_shards, input_shards
 from r1jax.sharding.mesh import batch_sharding
 from r1jax.train.lora import LoraConfig
-from r1jax.train.state import create_train_state
+from r1jax.train.state import abstract_train_state, create_train_state
 from r1jax.train.step import check_finite
 
 
@@ -71,6 +73,10 @@ class RLStageConfig:
   # S prompt pipelines, each reading every S-th example and giving batch_size/S prompts of each batch; a process
   # reads only the shards its devices hold. 0: one per batch slice of the mesh (1 without a mesh).
   input_shards: int = 0
+  # Resuming checks the checkpoint's fingerprint (this config, the model config, the training prompts,
+  # tokenizer and initial weights); a difference is an error naming the keys. "all", or comma-separated keys
+  # or prefixes ("grpo.beta,input.data") lets those differ.
+  resume_override: str = ""
 
   def __post_init__(self):
     for name in ("num_steps", "batch_size", "max_prompt_len", "max_new_tokens", "log_every",
@@ -98,6 +104,18 @@ class RLStageConfig:
     if self.lora.enabled and self.ref_reset_every:
       raise ValueError("RLStageConfig.ref_reset_every must be 0 with LoRA (lora.rank > 0): the reference is the "
                        "frozen base")
+
+
+# Fields that change how a run reports, evaluates or saves, never what it trains: not in the fingerprint.
+NOT_FINGERPRINTED = ("log_every", "checkpoint_every", "keep", "eval_every", "eval", "resume_override")
+
+
+def rl_fingerprint(model_cfg: ModelConfig, sc: RLStageConfig, *, train_examples: Any, tokenizer, init: str) -> dict:
+  """What the stage's result depends on (r1jax.stages.fingerprint): the model and stage configs, the training
+  prompts and tokenizer by content and `init`, the identity of the initial weights."""
+  return fp_lib.fingerprint({"model": model_cfg, "": sc}, {
+      "data": fp_lib.records_digest(train_examples), "tokenizer": fp_lib.tokenizer_digest(tokenizer),
+      "init": init}, exclude=NOT_FINGERPRINTED)
 
 
 def prompt_input(sc: RLStageConfig, examples: Any, tokenizer, template, mesh=None):
@@ -152,11 +170,13 @@ def _copy(tree):
 
 def run_rl_stage(model_cfg: ModelConfig, sc: RLStageConfig, *, initial_variables: dict, tokenizer,
                  train_examples: Any, eval_examples: Sequence[Mapping] | None, workdir: str,
-                 verbose: bool = True, mesh=None) -> dict:
+                 verbose: bool = True, mesh=None, init_id: str | None = None) -> dict:
   """Runs GRPO from `initial_variables`; returns the final variables. Resumes from workdir/checkpoints.
 
   With a `mesh`, the variables, optimizer state and reference are sharded by the rules table, rollouts
-  and evaluation sample over the mesh, and each update's batch is split along the batch axes."""
+  and evaluation sample over the mesh, and each update's batch is split along the batch axes. `init_id`
+  names the initial weights in the checkpoints' fingerprint (default: the SHA-256 of the arrays); a
+  checkpoint made under another fingerprint raises FingerprintMismatch (see RLStageConfig.resume_override)."""
   # --- setup
   template = get_template(sc.template, tokenizer)
   scorer = RewardScorer(weights=dict(sc.reward_weights), options={n: dict(o) for n, o in sc.reward_options},
@@ -175,19 +195,27 @@ def run_rl_stage(model_cfg: ModelConfig, sc: RLStageConfig, *, initial_variables
   base_key = jax.random.key(sc.seed)
   g = sc.group_size
 
-  # --- restore
-  state = create_train_state(place_variables(model_cfg, initial_variables, mesh), tx, lora_config=sc.lora,
-                             key=jax.random.key(sc.seed + 1))
+  fingerprint = rl_fingerprint(model_cfg, sc, train_examples=train_examples, tokenizer=tokenizer,
+                               init=init_id if init_id is not None else weights_digest(initial_variables))
+
+  # --- restore: into an abstract target (a fresh state is built only when there is nothing to restore)
+  checked = fp_lib.check_checkpoint(ckpt, fingerprint, sc.num_steps, sc.resume_override)   # before any array
+  like = abstract_train_state(abstract_variables(model_cfg, initial_variables, mesh), tx, lora_config=sc.lora)
   # The reference: a copy of the initial policy (the update donates the state), or under LoRA the frozen base
   # inside the state (None here: read from the state when used).
-  ref = None if sc.lora.enabled else _copy({"params": state.params, "router_bias": state.router_bias})
-  template_tree = {"state": state_dict(state), **({"ref": ref} if ref is not None else {})}
-  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), template_tree)
+  target = {"state": state_dict(like),
+            **({} if sc.lora.enabled else {"ref": {"params": like.params, "router_bias": like.router_bias}})}
   found = ckpt.restore_latest(target=target, data_iter_for=lambda s: data if s < sc.num_steps else None)
   start = None
   if found is not None:
-    start, restored, _ = found
-    state, ref = from_state_dict(restored["state"], like=state), restored.get("ref")
+    start, restored, metadata = found
+    if start != checked:
+      fp_lib.check_checkpoint(ckpt, fingerprint, sc.num_steps, sc.resume_override, start, metadata)
+    state, ref = from_state_dict(restored["state"], like=like), restored.get("ref")
+  else:
+    state = create_train_state(place_variables(model_cfg, initial_variables, mesh), tx, lora_config=sc.lora,
+                               key=jax.random.key(sc.seed + 1))
+    ref = None if sc.lora.enabled else _copy({"params": state.params, "router_bias": state.router_bias})
   writer.truncate_after(start)        # None: a run killed before its first checkpoint logged nothing kept
   step = start if start is not None else 0     # RL steps (one rollout each), not optimizer updates
 
@@ -277,7 +305,7 @@ def run_rl_stage(model_cfg: ModelConfig, sc: RLStageConfig, *, initial_variables
         writer.write(step, {k: v for k, v in rep.items() if k != "samples"}, kind="eval")
       if step % sc.checkpoint_every == 0 or step == sc.num_steps or preempt.requested:
         tree = {"state": state_dict(state), **({"ref": ref} if ref is not None else {})}
-        ckpt.save(step, tree, data_iter=data, metadata={"stage": "rl"}, force=True)
+        ckpt.save(step, tree, data_iter=data, metadata={"stage": "rl", "fingerprint": fingerprint}, force=True)
       if preempt.requested:
         break
   preempt.exit_if_requested("rl", step)

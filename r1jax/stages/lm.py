@@ -20,16 +20,18 @@ from r1jax.checkpoint import CheckpointManager
 from r1jax.data.pipeline import ShardedBatches, packed_lm_batches
 from r1jax.model.config import ModelConfig
 from r1jax.model.runtime import Runtime
-from r1jax.model.transformer import init_variables, place_variables
+from r1jax.model.transformer import abstract_variables, init_variables, place_variables
 from r1jax.sharding.distributed import default_input_shards, global_batch, input_shards
 from r1jax.sharding.mesh import batch_sharding
+from r1jax.checkpoint.export import weights_digest
+from r1jax.stages import fingerprint as fp_lib
 from r1jax.stages.state import from_state_dict, state_dict
 from r1jax.stages.writers import MetricsWriter, Preemption, finish_saves
 from r1jax.train.distill import DistillConfig, check_compatible, make_distill_update, make_teacher_topk
 from r1jax.train.lm import LMConfig
 from r1jax.train.optim import OptimConfig, make_optimizer
 from r1jax.train.lora import LoraConfig
-from r1jax.train.state import create_train_state
+from r1jax.train.state import abstract_train_state, create_train_state
 from r1jax.train.step import check_finite
 
 
@@ -51,6 +53,10 @@ class LMStageConfig:
   # S pipelines, each reading every S-th example and packing batch_size/S rows of each batch; a process reads
   # only the shards its devices hold. 0: one per batch slice of the mesh (1 without a mesh).
   input_shards: int = 0
+  # Resuming checks the checkpoint's fingerprint (this config, the model config, the data, tokenizer and
+  # initial weights); a difference is an error naming the keys. "all", or comma-separated keys or prefixes
+  # ("optim.learning_rate,input.data") lets those differ.
+  resume_override: str = ""
 
   def __post_init__(self):
     for name in ("num_steps", "batch_size", "seq_len", "log_every", "checkpoint_every", "keep"):
@@ -62,6 +68,20 @@ class LMStageConfig:
     if self.batch_size % self.lm.grad_accum_steps:
       raise ValueError(f"LMStageConfig.lm.grad_accum_steps={self.lm.grad_accum_steps} does not divide "
                        f"batch_size={self.batch_size}")
+
+
+# Fields that change how a run reports or saves, never what it computes: not in the fingerprint.
+NOT_FINGERPRINTED = ("log_every", "checkpoint_every", "keep", "resume_override")
+
+
+def lm_fingerprint(model_cfg: ModelConfig, sc: LMStageConfig, *, examples: Any, tokenizer, init: str,
+                   teacher: str | None = None) -> dict:
+  """What the stage's result depends on (r1jax.stages.fingerprint): the model and stage configs, the data and
+  tokenizer by content, and `init` / `teacher`, the identities of the starting and teacher weights
+  ("random": a random init from sc.seed; the teacher counts only for token-level distillation)."""
+  return fp_lib.fingerprint({"model": model_cfg, "": sc}, {
+      "data": fp_lib.records_digest(examples), "tokenizer": fp_lib.tokenizer_digest(tokenizer), "init": init,
+      "teacher": teacher if sc.distill.token_level else None}, exclude=NOT_FINGERPRINTED)
 
 
 def input_batches(sc: LMStageConfig, examples: Any, tokenizer, mesh=None):
@@ -92,7 +112,7 @@ def device_batch(batch: dict, mesh=None) -> dict:
 
 def run_lm_stage(model_cfg: ModelConfig, sc: LMStageConfig, *, examples: Any, tokenizer, workdir: str,
                  initial_variables: dict | None = None, teacher: tuple[ModelConfig, dict] | None = None, mesh=None,
-                 verbose: bool = True) -> dict:
+                 verbose: bool = True, init_id: str | None = None, teacher_id: str | None = None) -> dict:
   """Trains next-token prediction on `examples` and returns the final model variables.
 
   Args:
@@ -105,6 +125,12 @@ def run_lm_stage(model_cfg: ModelConfig, sc: LMStageConfig, *, examples: Any, to
     teacher: (teacher config, teacher variables) for token-level distillation (sc.distill.top_k > 0).
     mesh: optional device mesh: variables (initial, teacher) and optimizer state sharded by the rules table,
       each batch split along the batch axes.
+    init_id, teacher_id: what names the initial and teacher weights in the fingerprint (e.g. the export's
+      r1jax.stages.models.ModelSource.identity()); default: the SHA-256 of the arrays.
+
+  Raises:
+    FingerprintMismatch: the workdir's checkpoint was made under another config, data, tokenizer or initial
+      weights (see LMStageConfig.resume_override).
   """
   # --- setup
   if sc.distill.token_level:
@@ -122,19 +148,30 @@ def run_lm_stage(model_cfg: ModelConfig, sc: LMStageConfig, *, examples: Any, to
   writer = MetricsWriter(os.path.join(workdir, "metrics.jsonl"), echo_every=sc.log_every if verbose else 0,
                          total_steps=sc.num_steps, name="lm", tensorboard=True)
 
+  if init_id is None:
+    init_id = weights_digest(initial_variables) if initial_variables is not None else "random"
+  if teacher_id is None and teacher_topk is not None:
+    teacher_id = weights_digest(teacher[1])
+  fingerprint = lm_fingerprint(model_cfg, sc, examples=examples, tokenizer=tokenizer, init=init_id,
+                               teacher=teacher_id)
+
   def init_state():
     variables = place_variables(model_cfg, initial_variables, mesh) if initial_variables is not None else \
         init_variables(model_cfg, jax.random.key(sc.seed), mesh=mesh)
     return create_train_state(variables, tx, lora_config=sc.lora, key=jax.random.key(sc.seed + 1))
 
-  # --- restore
-  state = init_state()
-  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state_dict(state))
-  found = ckpt.restore_latest(target=target, data_iter_for=lambda s: data if s < sc.num_steps else None)
+  # --- restore: into an abstract target (a fresh state is built only when there is nothing to restore)
+  checked = fp_lib.check_checkpoint(ckpt, fingerprint, sc.num_steps, sc.resume_override)   # before any array
+  like = abstract_train_state(abstract_variables(model_cfg, initial_variables, mesh), tx, lora_config=sc.lora)
+  found = ckpt.restore_latest(target=state_dict(like), data_iter_for=lambda s: data if s < sc.num_steps else None)
   start = None
   if found is not None:
-    start, restored, _ = found
-    state = from_state_dict(restored, like=state)
+    start, restored, metadata = found
+    if start != checked:
+      fp_lib.check_checkpoint(ckpt, fingerprint, sc.num_steps, sc.resume_override, start, metadata)
+    state = from_state_dict(restored, like=like)
+  else:
+    state = init_state()
   writer.truncate_after(start)        # None: a run killed before its first checkpoint logged nothing kept
   step = int(state.step)
 
@@ -156,7 +193,8 @@ def run_lm_stage(model_cfg: ModelConfig, sc: LMStageConfig, *, examples: Any, to
         writer.write(step, metrics)
       # --- checkpoint
       if step % sc.checkpoint_every == 0 or step == sc.num_steps or preempt.requested:
-        ckpt.save(step, state_dict(state), data_iter=data, metadata={"stage": "lm"}, force=True)
+        ckpt.save(step, state_dict(state), data_iter=data, metadata={"stage": "lm", "fingerprint": fingerprint},
+                  force=True)
       if preempt.requested:
         break
   preempt.exit_if_requested("lm", step)

@@ -18,6 +18,7 @@ directory with them.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import pathlib
@@ -25,7 +26,7 @@ from typing import Any
 
 import jax
 
-from r1jax.checkpoint import is_model, load_config, load_model
+from r1jax.checkpoint import is_model, load_config, load_metadata, load_model
 from r1jax.config_utils import ConfigFieldError
 from r1jax.data import HFTokenizer, SentencePieceTokenizer
 from r1jax.model import ModelConfig
@@ -127,6 +128,22 @@ class ModelSource:
     if want.param_dtype != cfg.param_dtype:       # the trainable tree only: the MoE selection bias stays f32
       variables = {**variables, "params": jax.tree.map(lambda x: x.astype(want.jnp_param_dtype), variables["params"])}
     return want, variables, metadata
+
+  def identity(self) -> str:
+    """What names these weights in the fingerprints of the work made from them (checkpoints, exports,
+    traces, evaluation caches): an export's `weights_sha256` (the SHA-256 of its arrays, so a copied export is
+    the same model and a rewritten one is not); for a Hugging Face or Orbax directory, or an export written
+    before exports recorded it, a SHA-256 of its files' names, sizes and modification times (reading
+    gigabytes of weights to name them would cost more than the work it guards). Load settings are added."""
+    own = load_metadata(self.path).get("weights_sha256") if self.kind == "export" else None
+    if own is None:
+      h = hashlib.sha256()
+      root = pathlib.Path(self.path)
+      for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        st = f.stat()
+        h.update(f"{f.relative_to(root)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+      own = f"files-sha256:{h.hexdigest()}"
+    return own + "".join(f"|{k}={v}" for k, v in self.settings)
 
   def side_dir(self) -> str | None:
     """The Hugging Face side files (tokenizer, generation config, config.json) this model carries, if any."""

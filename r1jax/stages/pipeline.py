@@ -16,6 +16,12 @@ Stages, each in its own directory under the workdir and each ending in an export
   eval/              every model on the held-out test split: results.{json,md,png}
 and report.md, curves.png. A finished stage is skipped; a killed stage resumes from its checkpoints, so
 rerunning the same command after a kill continues where it stopped.
+
+Each stage's checkpoints and result record its fingerprint (r1jax.stages.fingerprint): its config, and its
+inputs by content (data, tokenizer, and the weights of the model it starts from). A stage whose config or
+inputs changed (a new seed, learning rate, an upstream stage run again) is stale: its directory is moved
+aside to `<stage>.stale-<time>` and it runs again, and so, since its weights change, does every stage that
+depends on it; evaluation caches are keyed by the weights too.
 """
 from __future__ import annotations
 
@@ -33,7 +39,8 @@ from r1jax.model import ModelConfig
 from r1jax.sharding import distributed
 from r1jax.sharding.mesh import mesh_from_config
 from r1jax.stages import evaluate, exported
-from r1jax.stages.models import SP_TOKENIZER
+from r1jax.stages import fingerprint as fp_lib
+from r1jax.stages.models import SP_TOKENIZER, as_source
 from r1jax.stages.grpo import RLStageConfig
 from r1jax.stages.lm import LMStageConfig
 from r1jax.stages.rejection import TRACES, RejectionConfig, rejection_sample
@@ -75,10 +82,25 @@ def _rejection(stage_dir: str, model_dir: str, tok, examples, rc: RejectionConfi
   """Rejection sampling into stage_dir/traces.jsonl (skipped when finished); returns the kept traces."""
   os.makedirs(stage_dir, exist_ok=True)
   path = os.path.join(stage_dir, TRACES)
-  if not os.path.exists(path + ".stats.json"):
-    cfg, variables, _ = load_model(model_dir, ModelConfig)
-    rejection_sample(cfg, variables, tok, examples, rc, path, source=model_dir, mesh=mesh)
+  cfg, variables, _ = load_model(model_dir, ModelConfig)
+  rejection_sample(cfg, variables, tok, examples, rc, path, source=model_dir, mesh=mesh,
+                   model_id=as_source(model_dir).identity())
   return exported.sft_data(path)
+
+
+def _rerun_if_stale(path: str, fn):
+  """fn(), and when it finds that what `path` holds was made under another fingerprint, moves `path` aside
+  (to `<path>.stale-<time>`) and runs fn() again from scratch."""
+  try:
+    return fn()
+  except fp_lib.FingerprintMismatch as e:
+    inside = os.path.abspath(e.path) == path or os.path.abspath(e.path).startswith(path + os.sep)
+    if not inside:
+      raise
+    fp_lib.move_aside(path, str(e))
+    if path.endswith(SP_TOKENIZER):
+      fp_lib.move_aside(path + ".fingerprint.json", "its tokenizer is stale")
+    return fn()
 
 
 def run(c, workdir: str) -> dict:
@@ -97,47 +119,50 @@ def run(c, workdir: str) -> dict:
   corpus = addition_corpus(train, template, modes=dict(c.corpus_modes), mixing=c.mixing.to_dict(), seed=c.seed)
   corpus = [{"prompt": r["prompt"], "completion": r["completion"]} for r in corpus]
   tok_path = d("tokenizer.model")
-  tok = exported.tokenizer(tok_path, [r["prompt"] + r["completion"] for r in corpus], **c.tokenizer)
+  tok = _rerun_if_stale(tok_path, lambda: exported.tokenizer(tok_path, [r["prompt"] + r["completion"] for r in corpus],
+                                                             **c.tokenizer))
   cfgs = validate(c, tok.vocab_size)
   carry = {SP_TOKENIZER: tok_path}                                     # every export carries the tokenizer
   times = {}
 
-  def timed(name, fn):
+  def stage(name, fn):
+    """Runs stage `name` (moved aside and run again when stale), timed."""
     t = time.time()
-    out = fn()
+    out = _rerun_if_stale(d(name), fn)
     times[name] = round(time.time() - t, 1)
     return out
 
   # 1. The MoE base, pretrained on the corpus.
-  base = timed("pretrain", lambda: exported.lm_stage(d("pretrain"), cfgs["model"], cfgs["pretrain"], corpus, tok,
+  base = stage("pretrain", lambda: exported.lm_stage(d("pretrain"), cfgs["model"], cfgs["pretrain"], corpus, tok,
                                                      mesh=mesh, files=carry))
   # 2. R1-Zero: GRPO with rule rewards only.
-  r1_zero = timed("r1_zero", lambda: exported.rl_stage(d("r1_zero"), cfgs["r1_zero"], base, tok, train, None,
+  r1_zero = stage("r1_zero", lambda: exported.rl_stage(d("r1_zero"), cfgs["r1_zero"], base, tok, train, None,
                                                        mesh=mesh, files=carry))
   # 3. Cold start: rejection-sample R1-Zero, SFT the base on the readable traces.
-  cold_data = timed("rs_cold", lambda: _rejection(d("rs_cold"), r1_zero, tok, train[:c.rs_cold.num_problems],
+  cold_data = stage("rs_cold", lambda: _rejection(d("rs_cold"), r1_zero, tok, train[:c.rs_cold.num_problems],
                                                   cfgs["rs_cold"], mesh))
-  cold = timed("sft_cold", lambda: exported.lm_stage(d("sft_cold"), cfgs["model"], cfgs["sft_cold"], cold_data, tok,
+  cold = stage("sft_cold", lambda: exported.lm_stage(d("sft_cold"), cfgs["model"], cfgs["sft_cold"], cold_data, tok,
                                                      init=base, mesh=mesh, files=carry))
   # 4. RL round 2 with the language-consistency reward.
-  rl2 = timed("rl2", lambda: exported.rl_stage(d("rl2"), cfgs["rl2"], cold, tok, train, None, mesh=mesh,
+  rl2 = stage("rl2", lambda: exported.rl_stage(d("rl2"), cfgs["rl2"], cold, tok, train, None, mesh=mesh,
                                                files=carry))
   # 5. Rejection-sample RL round 2; SFT on those traces gives R1.
-  r1_data = timed("rs_r1", lambda: _rejection(d("rs_r1"), rl2, tok, train[:c.rs_r1.num_problems], cfgs["rs_r1"],
+  r1_data = stage("rs_r1", lambda: _rejection(d("rs_r1"), rl2, tok, train[:c.rs_r1.num_problems], cfgs["rs_r1"],
                                               mesh))
-  r1 = timed("sft_r1", lambda: exported.lm_stage(d("sft_r1"), cfgs["model"], cfgs["sft_r1"], r1_data, tok,
+  r1 = stage("sft_r1", lambda: exported.lm_stage(d("sft_r1"), cfgs["model"], cfgs["sft_r1"], r1_data, tok,
                                                  init=base if c.sft_r1_init == "base" else rl2, mesh=mesh,
                                                  files=carry))
   # 6. Distillation: the dense student, without and with the teacher's traces.
-  student_base = timed("student_pretrain", lambda: exported.lm_stage(
+  student_base = stage("student_pretrain", lambda: exported.lm_stage(
       d("student_pretrain"), cfgs["student"], cfgs["student_pretrain"], corpus, tok, mesh=mesh, files=carry))
   teacher = r1 if c.distill_teacher == "r1" else rl2
-  student = timed("distill", lambda: exported.lm_stage(d("distill"), cfgs["student"], cfgs["distill"], r1_data, tok,
+  student = stage("distill", lambda: exported.lm_stage(d("distill"), cfgs["student"], cfgs["distill"], r1_data, tok,
                                                        init=student_base, teacher=teacher, mesh=mesh, files=carry))
-  # 7. Evaluation of every model on the held-out split.
+  # 7. Evaluation of every model on the held-out split (its caches are keyed by the models' weights).
   models = {"pretrain": base, "r1_zero": r1_zero, "sft_cold": cold, "rl2": rl2, "sft_r1": r1,
             "student_pretrain": student_base, "distill": student}
-  reports = timed("evaluate", lambda: evaluate.run(c.evaluate, models, tok_path, d("eval"), mesh=mesh))
+  reports = stage("eval", lambda: evaluate.run(c.evaluate, models, tok_path, d("eval"), mesh=mesh))
+  times["evaluate"] = times.pop("eval")
   return _report(c, workdir, {ROWS[k]: v for k, v in reports.items()}, times, t0)
 
 

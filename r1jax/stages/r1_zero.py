@@ -9,10 +9,13 @@ eval_base.json, eval_final.json, curves.png, report.md.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import sys
 import time
 
+from r1jax.checkpoint import weights_digest
 from r1jax.config_utils import build
 from r1jax.data import get_template, tasks
 from r1jax.data.corpora import addition_corpus
@@ -23,6 +26,7 @@ from r1jax.model import ModelConfig
 from r1jax.sharding import distributed
 from r1jax.sharding.mesh import mesh_from_config
 from r1jax.stages import exported
+from r1jax.stages import fingerprint as fp_lib
 from r1jax.stages.grpo import RLStageConfig, run_rl_stage
 from r1jax.stages.lm import LMStageConfig, run_lm_stage
 from r1jax.stages.seeds import Job
@@ -37,10 +41,20 @@ def validate(c, vocab_size: int = 64):
 
 
 def _eval(path, cfg, variables, tok, examples, ec, template, mesh=None):
+  """The evaluation report at `path`, computed unless it exists for these weights, tokenizer, examples and
+  settings (keyed by content: a retrained model is evaluated again)."""
+  setup = json.loads(json.dumps({"weights": weights_digest(variables), "tokenizer": fp_lib.tokenizer_digest(tok),
+                                 "examples": fp_lib.records_digest(examples), "template": template,
+                                 "eval": dataclasses.asdict(ec)}))
   if os.path.exists(path):
     with open(path) as f:
-      return json.load(f)
+      rep = json.load(f)
+    if rep.get("eval_setup") == setup:
+      return rep
+    print(f"warning: {path} was computed for other weights or settings; evaluating again", file=sys.stderr,
+          flush=True)
   rep = evaluate(cfg, variables, tok, examples, ec, template=template, mesh=mesh)
+  rep["eval_setup"] = setup
   if distributed.is_writer():
     write_json(path, rep)
   return rep

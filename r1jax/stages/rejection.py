@@ -47,12 +47,14 @@ from typing import Any
 import jax
 import numpy as np
 
+from r1jax.checkpoint.export import weights_digest
 from r1jax.data.jsonl import JsonlSource, write_json
 from r1jax.data.pipeline import prompt_batches
 from r1jax.data.templates import check_template, get_template, response_prefix
 from r1jax.model.transformer import place_variables
 from r1jax.sharding import distributed
 from r1jax.sampling.rollout import RewardScorer, RolloutSettings, check_reward_names, rollout
+from r1jax.stages.fingerprint import check, fingerprint, tokenizer_digest
 
 PREFER = ("shortest", "random")
 # The traces' file name inside a rejection-sampling directory (the pipeline's rs_* stages, the standalone
@@ -191,7 +193,7 @@ def _rates(c: Mapping[str, int]) -> dict:
 # ------------------------------------------------------------------------------------------ the stage
 def rejection_sample(model_cfg, variables, tokenizer, examples: Sequence[Mapping[str, Any]],
                      rc: RejectionConfig, out_path: str | os.PathLike, *, source: str = "", mesh=None,
-                     verbose: bool = True) -> dict:
+                     verbose: bool = True, model_id: str | None = None) -> dict:
   """Samples, filters and writes the traces of every example to `out_path` (JSONL); returns the stats.
 
   Args:
@@ -202,33 +204,39 @@ def rejection_sample(model_cfg, variables, tokenizer, examples: Sequence[Mapping
     rc: the stage config.
     out_path: the JSONL to write; `out_path + ".progress.json"` / `".stats.json"` sit beside it.
     source: recorded in every record and the stats (e.g. the checkpoint's directory).
+    model_id: what names the model's weights (r1jax.stages.models.ModelSource.identity()); default: the
+      SHA-256 of `variables`. With the config, the examples and the tokenizer it is the fingerprint that a
+      finished or partial output must match to be reused.
     mesh: optional device mesh: the variables are sharded on it and the sampler splits rows over it.
     verbose: print one progress line per batch to stderr.
 
   Returns:
-    {"tasks": {task: counters}, "all": counters, "config", "source", "num_examples", "examples_sha256"}
+    {"tasks": {task: counters}, "all": counters, "config", "source", "num_examples", "examples_sha256", "model",
+    "tokenizer"}
     (+ "target_reached" when rc.target_kept > 0),
     counters being {"prompts", "samples", "passed" (samples passing the reward rule), "kept",
     "prompts_with_kept", "acceptance_rate" (passed / samples), "prompt_coverage" (prompts_with_kept / prompts)}.
 
   Raises:
-    ValueError: no examples, or out_path holds (finished or partial) output of another config, source
-      or example list (delete it, or write elsewhere).
+    ValueError: no examples.
+    FingerprintMismatch: out_path holds (finished or partial) output of another config, model, tokenizer or
+      example list (delete it, or write elsewhere).
   """
   out_path = os.fspath(out_path)
   examples = list(examples)
   if not examples:
     raise ValueError("rejection_sample needs at least one example")
+  if model_id is None:
+    model_id = weights_digest(variables)
   variables = place_variables(model_cfg, variables, mesh)
   stats_path, progress_path = out_path + ".stats.json", out_path + ".progress.json"
-  ident = {"config": json.loads(json.dumps(dataclasses.asdict(rc))), "source": source,
-           "num_examples": len(examples), "examples_sha256": _fingerprint(examples)}
+  ident = {"config": json.loads(json.dumps(dataclasses.asdict(rc))), "num_examples": len(examples),
+           "examples_sha256": _fingerprint(examples), "model": model_id, "tokenizer": tokenizer_digest(tokenizer)}
 
   def check_same(saved: Mapping[str, Any], what: str) -> None:
-    diff = sorted(k for k in ident if saved.get(k) != ident[k])
-    if diff:
-      raise ValueError(f"{what} was written with a different {', '.join(diff)}; delete it or choose another "
-                       "output path")
+    fp = lambda d: fingerprint({"": {k: d.get(k) for k in ident}}, {})
+    check(fp(saved), fp(ident), where=what, path=os.path.dirname(os.path.abspath(out_path)),
+          hint="Delete it or choose another output path.")
 
   if os.path.exists(stats_path):
     stats = _read_json(stats_path)
@@ -312,8 +320,8 @@ def rejection_sample(model_cfg, variables, tokenizer, examples: Sequence[Mapping
         f.write("".join(lines).encode("utf-8"))
         f.flush()
         os.fsync(f.fileno())
-        write_json(progress_path, {**ident, "batches_done": i + 1, "bytes": os.fstat(f.fileno()).st_size,
-                                   "tasks": counters})
+        write_json(progress_path, {**ident, "source": source, "batches_done": i + 1,
+                                   "bytes": os.fstat(f.fileno()).st_size, "tasks": counters})
       if verbose and writer:
         a = _sum(counters)
         rate = (i + 1 - done) / max(time.time() - t0, 1e-9)
@@ -321,7 +329,8 @@ def rejection_sample(model_cfg, variables, tokenizer, examples: Sequence[Mapping
               f"{a['passed'] / max(a['samples'], 1):.1%}, prompts covered {a['prompts_with_kept']}/{a['prompts']} "
               f"{rate:.2f} batches/s", file=sys.stderr, flush=True)
 
-  stats = {"tasks": {t: _rates(c) for t, c in sorted(counters.items())}, "all": _rates(_sum(counters)), **ident}
+  stats = {"tasks": {t: _rates(c) for t, c in sorted(counters.items())}, "all": _rates(_sum(counters)), **ident,
+           "source": source}
   if rc.target_kept:
     stats["target_reached"] = bool(reached())
   if writer:

@@ -207,4 +207,4 @@ def run_rejection_sample(c, workdir: str) -> dict:
                            f"{cfg.max_position_embeddings}")
   cfg, variables, _ = model.load(mesh=mesh)
   return rejection_sample(cfg, variables, tok, examples, rc, os.path.join(workdir, TRACES),
-                          source=model.ref, mesh=mesh)
+                          source=model.ref, mesh=mesh, model_id=model.identity())

@@ -86,6 +86,31 @@ def create_train_state(variables: dict, tx: optax.GradientTransformation, *, lor
   return state
 
 
+def abstract_train_state(variables: dict, tx: optax.GradientTransformation, *, lora_config=None) -> TrainState:
+  """What `create_train_state(variables, tx, lora_config=...)` returns, as jax.ShapeDtypeStructs carrying the
+  shardings its arrays would have, computing and allocating nothing: the target a resumed run restores its
+  checkpoint into, so that no fresh state is built only to be overwritten.
+
+  `variables`: arrays or ShapeDtypeStructs with shardings (r1jax.model.transformer.abstract_variables)."""
+  enabled = lora_config is not None and lora_config.enabled
+  shapes = jax.eval_shape(lambda v: create_train_state(v, tx, lora_config=lora_config, key=jax.random.key(0)),
+                          variables)
+  mesh = _mesh_of(variables)
+  if mesh is not None:
+    replicated = NamedSharding(mesh, P())
+  else:
+    devices = {d for x in jax.tree.leaves(variables) for d in x.sharding.device_set}
+    replicated = jax.sharding.SingleDeviceSharding(devices.pop() if len(devices) == 1 else jax.devices()[0])
+  var_sh = jax.tree.map(lambda x: x.sharding, variables)
+  params_sh = jax.tree.map(lambda _: replicated, shapes.params) if enabled else var_sh["params"]
+  opt_sh = optax.tree_map_params(tx, lambda _, s: s, shapes.opt_state, params_sh,
+                                 transform_non_params=lambda _: replicated)
+  shardings = TrainState(step=replicated, params=params_sh, router_bias=var_sh.get("router_bias", {}),
+                         opt_state=opt_sh, frozen=var_sh["params"] if enabled else None,
+                         lora_scale=shapes.lora_scale)
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, shardings)
+
+
 def _mesh_of(tree):
   for leaf in jax.tree.leaves(tree):
     sharding = getattr(leaf, "sharding", None)

@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from r1jax.checkpoint import is_model, load_model, save_model
+from r1jax.checkpoint import is_model, load_model, save_model, weights_digest
 from r1jax.model import ModelConfig, forward, init_variables
 
 
@@ -14,7 +14,12 @@ def test_export_round_trip_gives_same_logits(tmp_path):
   path = save_model(tmp_path / "m", cfg, variables, metadata={"stage": "sft", "step": 3})
   assert is_model(path) and not os.path.exists(path + ".tmp")
   cfg2, variables2, meta = load_model(path, ModelConfig)
-  assert cfg2 == cfg and meta == {"stage": "sft", "step": 3}
+  assert cfg2 == cfg and meta == {"stage": "sft", "step": 3, "weights_sha256": weights_digest(variables)}
+  # The digest names the weights by content: the same for the loaded copy, another for any changed element.
+  assert weights_digest(variables2) == meta["weights_sha256"]
+  changed = jax.tree.map(lambda x: x, variables2)
+  changed["params"]["embed_tokens"] = changed["params"]["embed_tokens"].at[0, 0].add(1e-6)
+  assert weights_digest(changed) != meta["weights_sha256"]
   tokens = np.arange(12).reshape(2, 6) % cfg.vocab_size
   np.testing.assert_array_equal(forward(cfg, variables, tokens), forward(cfg2, variables2, tokens))
   with pytest.raises(FileExistsError):

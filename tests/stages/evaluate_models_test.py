@@ -2,6 +2,7 @@
 models, caches and resumes."""
 import json
 import re
+import shutil
 
 import jax
 import numpy as np
@@ -101,7 +102,8 @@ def test_run_writes_results_and_resumes(setup, tmp_path, monkeypatch):
   for rep in reports.values():
     assert rep["num_examples"] == 4 and 0.0 <= rep["pass@1_greedy"] <= 1.0
     assert {"pass@2", "maj@2", "language_greedy", "language_consistent_sampled"} <= set(rep)
-  assert reports["r1"]["model_metadata"] == {"stage": "r1"}
+  assert reports["r1"]["model_metadata"]["stage"] == "r1"
+  assert reports["r1"]["eval_setup"]["model"] == reports["r1"]["model_metadata"]["weights_sha256"]
   with open(out / "results.json") as f:
     assert json.load(f) == reports
   md = (out / "results.md").read_text()
@@ -116,6 +118,19 @@ def test_run_writes_results_and_resumes(setup, tmp_path, monkeypatch):
   monkeypatch.setattr(ev, "evaluate", fail)
   monkeypatch.setattr(model_sources.ModelSource, "load", fail)
   assert ev.run(_config(), models, tok_path, str(out)) == reports
+  # The cache is keyed by the weights, not the path: a copy of the model elsewhere is the same model ...
+  moved = tmp_path / "moved_r1"
+  shutil.copytree(models["r1"], moved)
+  assert ev.run(_config(), {**models, "r1": str(moved)}, tok_path, str(out))["r1"]["pass@1_greedy"] == \
+      reports["r1"]["pass@1_greedy"]
+  # ... and other weights at the same path (a stage run again) are evaluated again.
+  shutil.rmtree(moved)
+  cfg = model_sources.parse(models["r1"]).config()
+  other = jax.tree.map(lambda s: np.full(s.shape, 0.01, s.dtype), jax.eval_shape(
+      lambda: init_variables(cfg, jax.random.key(0))))
+  save_model(moved, cfg, other, metadata={"stage": "r1"})
+  with pytest.raises(AssertionError, match="evaluated again"):
+    ev.run(_config(), {**models, "r1": str(moved)}, tok_path, str(out))
   # Other settings are not served from the cache.
   c = _config()
   c.eval.seed = 1

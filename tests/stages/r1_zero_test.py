@@ -113,7 +113,9 @@ def test_the_main_job_on_a_mesh_and_as_two_processes_gives_the_one_device_run(tm
   assert two.returncode == 0, out[-4000:]
   _same_run(tmp_path / "eight", tmp_path / "two", restore_b_on_one_device=True)
   for name in ("eval_base.json", "eval_final.json"):
-    assert json.loads((tmp_path / "eight" / name).read_text()) == json.loads((tmp_path / "two" / name).read_text())
+    # eval_setup names the weights by their bytes, which float rounding on another layout changes
+    report = lambda p: {k: v for k, v in json.loads(p.read_text()).items() if k != "eval_setup"}
+    assert report(tmp_path / "eight" / name) == report(tmp_path / "two" / name)
   for name in ("report.md", "curves.png", "eval_base.json", "eval_final.json", "tokenizer.model"):
     assert (tmp_path / "two" / name).exists(), name              # what the script writes (run as 2 processes)
   assert 0.0 <= json.loads((tmp_path / "two" / "eval_final.json").read_text())["pass@1_greedy"] <= 1.0

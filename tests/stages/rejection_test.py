@@ -21,6 +21,7 @@ from r1jax.data.jsonl import JsonlError
 from r1jax.model import init_variables
 from r1jax.rewards import combine
 from r1jax.stages import rejection, standalone
+from r1jax.stages.fingerprint import FingerprintMismatch
 from r1jax.stages.rejection import RejectionConfig, read_traces, rejection_sample, select
 from r1jax.sampling import SampleOutput
 from r1jax.sampling import rollout as rollout_lib
@@ -295,10 +296,18 @@ def test_finished_stage_is_skipped_and_a_changed_config_refused(scripted, tmp_pa
   monkeypatch.setattr(rejection, "rollout", no_sampling)
   assert rejection_sample(MODEL, None, TOK, scripted, rc, out, verbose=False) == first
   assert _lines(out) == before
-  with pytest.raises(ValueError, match="different config"):
+  with pytest.raises(FingerprintMismatch, match=r"t.jsonl.stats.json was made under another config .*: "
+                     r"config.max_per_prompt: 1 -> 2\. Delete it"):
     rejection_sample(MODEL, None, TOK, scripted, dataclasses.replace(rc, max_per_prompt=2), out, verbose=False)
-  with pytest.raises(ValueError, match="different examples_sha256"):
+  with pytest.raises(FingerprintMismatch, match=r"examples_sha256: .* -> "):
     rejection_sample(MODEL, None, TOK, scripted[:4] + _examples(6)[5:], rc, out, verbose=False)
+  # The model is named by its weights, not its path: another source path with the same weights is the same
+  # stage; other weights (model_id, or the digest of `variables`) are refused, as is another tokenizer.
+  assert rejection_sample(MODEL, None, TOK, scripted, rc, out, verbose=False, source="/elsewhere") == first
+  with pytest.raises(FingerprintMismatch, match=r"model: .* -> \"sha256:other\""):
+    rejection_sample(MODEL, None, TOK, scripted, rc, out, verbose=False, model_id="sha256:other")
+  with pytest.raises(FingerprintMismatch, match=r"tokenizer: "):
+    rejection_sample(MODEL, None, FakeTokenizer(vocab_size=TOK.vocab_size + 1), scripted, rc, out, verbose=False)
 
 
 # ------------------------------------------------------------------------------------------ config

@@ -200,8 +200,8 @@ def _same_jobs(a, b, da, db):
   strip = lambda t: {k: v for k, v in t.items() if k != "source"}
   assert [strip(t) for t in a["traces"]] == [strip(t) for t in b["traces"]] and a["traces"]
   for name in ("sft", "grpo"):
-    ra = {k: v for k, v in a["eval"][name].items() if k not in ("eval_setup", "model_metadata")}
-    rb = {k: v for k, v in b["eval"][name].items() if k not in ("eval_setup", "model_metadata")}
+    ra = {k: v for k, v in a["eval"][name].items() if k not in ("eval_setup", "model_metadata", "model_ref")}
+    rb = {k: v for k, v in b["eval"][name].items() if k not in ("eval_setup", "model_metadata", "model_ref")}
     assert ra == rb, name
 
 
