@@ -53,12 +53,14 @@ def _metrics(path):
     return [{k: v for k, v in json.loads(l).items() if "time" not in k} for l in f]
 
 
-def _two_processes(workdir):
+def _two_processes(workdir, audit_dir):
   """The same job as _small({"data": 2, "expert": 4}) started as 2 processes x 4 fake CPU devices by the local
-  launcher (jax.distributed over loopback)."""
+  launcher (jax.distributed over loopback); each process logs the files it writes to audit_dir
+  (tests/stages/_write_audit)."""
   env = {k: v for k, v in os.environ.items()
          if not k.startswith(("SLURM_", "R1JAX_", "TPU_", "JAX_COMPILATION_CACHE", "XLA_FLAGS"))}
-  env.update(PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  env.update(PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "tests", "stages", "_write_audit"), ROOT]),
+             JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8", R1JAX_WRITE_AUDIT=audit_dir)
   small = ["--config.num_train_problems=64", "--config.num_eval_problems=16", "--config.pretrain.num_steps=4",
            "--config.pretrain.log_every=1", "--config.pretrain.checkpoint_every=2",
            "--config.pretrain.optim.total_steps=4", "--config.pretrain.optim.warmup_steps=1",
@@ -100,9 +102,10 @@ def test_the_main_job_on_a_mesh_and_as_two_processes_gives_the_one_device_run(tm
   experts exchanged by all-to-all) and each step's metrics and the checkpoints equal the one-device run's to
   float rounding. The same job as 2 processes x 4 devices (the check that the project runs on several
   hosts) writes what the one process with 8 devices writes: metrics, checkpoints, both evaluations, the
-  report and the tokenizer."""
+  report and the tokenizer; process 1 writes nothing in the workdir but its share of the checkpoints."""
   from r1jax.stages import r1_zero
-  two = _two_processes(tmp_path / "two")                     # runs beside the in-process runs
+  (tmp_path / "audit").mkdir()
+  two = _two_processes(tmp_path / "two", str(tmp_path / "audit"))                     # runs beside the in-process runs
   # On the mesh each of the 2 data slices reads its own input shard: the one-device run reads the same 2.
   one = r1_zero.run(_small({}, input_shards=2), str(tmp_path / "one"))
   eight = r1_zero.run(_small({"data": 2, "expert": 4}), str(tmp_path / "eight"))
@@ -122,6 +125,18 @@ def test_the_main_job_on_a_mesh_and_as_two_processes_gives_the_one_device_run(tm
   strip = lambda p: [l for l in p.read_text().splitlines() if not l.startswith("Wall time")]
   assert strip(tmp_path / "eight" / "report.md") == strip(tmp_path / "two" / "report.md")
   assert (tmp_path / "two" / "tokenizer.model").read_bytes() == (tmp_path / "eight" / "tokenizer.model").read_bytes()
+  # Only process 0 writes the job's files; process 1 writes only inside checkpoint directories (Orbax: each
+  # process its own shards).
+  workdir = str(tmp_path / "two") + os.sep
+  logged = {i: [l.split(" ", 1) for l in (tmp_path / "audit" / f"process_{i}.log").read_text().splitlines()]
+            for i in (0, 1)}
+  in_workdir = {i: [(e, p) for e, p in lines if p.startswith(workdir)] for i, lines in logged.items()}
+  written0 = {os.path.relpath(p, workdir) for _, p in in_workdir[0]}
+  assert {"eval_base.json", "eval_final.json", "report.md", os.path.join("pretrain", "metrics.jsonl"),
+          os.path.join("rl", "metrics.jsonl")} <= written0
+  outside = [(e, p) for e, p in in_workdir[1] if "checkpoints" not in os.path.relpath(p, workdir).split(os.sep)]
+  assert not outside, outside
+  assert any("checkpoints" in p for _, p in in_workdir[1])        # the audit saw process 1 write (its shards)
 
 
 def test_a_mesh_that_does_not_fit_fails_before_any_work(tmp_path):
