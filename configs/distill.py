@@ -35,6 +35,7 @@ def get_config(arg: str | None = None):
   c.distill = dict(
       num_steps=steps, batch_size=16, seq_len=192, log_every=min(25, steps), checkpoint_every=50,
       template="compact", input_shards=0,   # 0: one input shard per batch slice of the mesh
+      resume_override="",                   # keys allowed to differ from the checkpoint's fingerprint ("all": any)
       lm=dict(router_bias_rate=0.0, balance_loss_coef=0.0, grad_accum_steps=1),
       optim=dict(learning_rate=1e-3, warmup_steps=min(20, steps // 4), total_steps=steps, weight_decay=0.01,
                  end_lr_ratio=0.05),

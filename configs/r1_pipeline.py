@@ -53,7 +53,7 @@ def get_config(arg: str | None = None):
   def lm(steps, lr, warmup=20, bias_rate=1e-3):
     steps = 4 if tiny else (steps * 3 // 10 if local else steps)
     return dict(num_steps=steps, batch_size=16, seq_len=192, log_every=max(1, min(25, steps // 4)),
-                checkpoint_every=100, template="compact", input_shards=0,
+                checkpoint_every=100, template="compact", input_shards=0, resume_override="",
                 lm=dict(router_bias_rate=bias_rate, balance_loss_coef=0.0, grad_accum_steps=1),
                 optim=dict(learning_rate=lr, warmup_steps=min(warmup, steps // 4), total_steps=steps,
                            weight_decay=0.01, end_lr_ratio=0.05),
@@ -67,6 +67,7 @@ def get_config(arg: str | None = None):
         reward_options=(("language_consistency", (("target", c.language),)),) if any(
             n == "language_consistency" for n, _ in weights) else (),
         dynamic_sampling=True, max_refills=1, checkpoint_every=10, log_every=1, eval_every=0, input_shards=0,
+        resume_override="",
         advantage_estimator="grpo",        # r1jax.rl.advantages: grpo | batch_std | dr_grpo | rloo
         grpo=dict(epsilon_low=0.2, epsilon_high=0.28, beta=0.01, kl_estimator="k3", aggregation="token_mean",
                   temperature=1.0, num_iterations=2, num_minibatches=1, grad_accum_steps=1, router_bias_rate=0.0),

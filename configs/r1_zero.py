@@ -38,6 +38,7 @@ def get_config(arg: str | None = None):
   c.pretrain = dict(
       num_steps=20 if runlocal else 800, batch_size=16, seq_len=192, log_every=10 if runlocal else 25,
       checkpoint_every=100, template="compact",
+      resume_override="",                  # keys allowed to differ from the checkpoint's fingerprint ("all": any)
       input_shards=0,                      # 0: one input shard per batch slice of the mesh (each process reads its own)
       lm=dict(router_bias_rate=1e-3, balance_loss_coef=0.0, grad_accum_steps=1),
       optim=dict(learning_rate=3e-3, warmup_steps=20, total_steps=20 if runlocal else 800, weight_decay=0.01,
@@ -50,7 +51,7 @@ def get_config(arg: str | None = None):
       max_new_tokens=40,
       template="compact", reward_weights=(("accuracy", 1.0), ("format", 0.2)), dynamic_sampling=True,
       advantage_estimator="grpo",          # r1jax.rl.advantages: grpo | batch_std | dr_grpo | rloo
-      max_refills=1, checkpoint_every=10, log_every=1, eval_every=0, input_shards=0,
+      max_refills=1, checkpoint_every=10, log_every=1, eval_every=0, input_shards=0, resume_override="",
       grpo=dict(epsilon_low=0.2, epsilon_high=0.28, beta=0.01, kl_estimator="k3", aggregation="token_mean",
                 temperature=1.0, num_iterations=2, num_minibatches=1, grad_accum_steps=1, router_bias_rate=0.0),
       optim=dict(learning_rate=2e-4, warmup_steps=0, total_steps=40, schedule="constant", clip_norm=1.0),
