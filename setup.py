@@ -42,6 +42,8 @@ setuptools.setup(
         "test": ["pytest>=8", "pytest-xdist>=3", "hypothesis>=6", *NOTEBOOK_RUN],
         # torch: CI installs the CPU wheel (torch==2.13.0) before this extra so pip never pulls a CUDA build.
         "hf": ["torch>=2.3", "transformers>=4.57", "safetensors>=0.4"],
+        # benchmarks/grpo_step.py --vs-trl: TRL's GRPOTrainer, the same-run peer (install torch first, as for hf).
+        "bench": ["torch>=2.3", "transformers>=4.57", "safetensors>=0.4", "trl>=1.16"],
         "notebooks": [*NOTEBOOK_RUN, "matplotlib>=3.8"],
     },
 )

@@ -9,7 +9,9 @@ a GRPO step (rollout, reference, update) and the final evaluation.
 
 1. A reference run goes uninterrupted (its wall time T is measured).
 2. Each of `--kills` trials starts the same command in its own workdir, sends SIGKILL to its process group at
-   a moment drawn uniformly from [0.03 T, 0.97 T] (seeded), then reruns the command once to completion.
+   a moment drawn uniformly from [0.03 T, 0.97 T] (seeded), then reruns the command once to completion. A run
+   that finishes before its moment is not a kill: the trial starts over with a moment drawn from the length
+   that run took (`redraws` counts these).
 3. Each of `--checkpoint_kills` trials kills the job the moment a checkpoint is being written (an Orbax
    `*.orbax-checkpoint-tmp*` directory appears in the workdir; polled every few milliseconds), the n-th
    such write of the run for the n-th trial, then reruns it.
@@ -161,31 +163,43 @@ def main():
   for i, (kind, when) in enumerate(trials):
     w = os.path.join(args.workdir, f"trial_{i}")
     log = w + ".log"
-    p = start(w, log)
-    t0 = time.time()
-    if kind == "random":
-      while p.poll() is None and time.time() - t0 < when:
-        time.sleep(0.005)
-    else:                                           # the n-th checkpoint write of the run
-      seen, was = 0, False
-      while p.poll() is None:
-        now = writing_checkpoint(w)
-        if now and not was:
-          seen += 1
-          if seen == when:
-            break
-        was = now
-        time.sleep(0.002)
-    killed_at = time.time() - t0
-    where = phase(w, log) if p.poll() is None else "finished before the kill"
-    if p.poll() is None:
-      os.killpg(p.pid, signal.SIGKILL)
+    redraws = 0
+    while True:
+      p = start(w, log)
+      t0 = time.time()
+      if kind == "random":
+        while p.poll() is None and time.time() - t0 < when:
+          time.sleep(0.005)
+      else:                                         # the n-th checkpoint write of the run
+        seen, was = 0, False
+        while p.poll() is None:
+          now = writing_checkpoint(w)
+          if now and not was:
+            seen += 1
+            if seen == when:
+              break
+          was = now
+          time.sleep(0.002)
+      killed_at = time.time() - t0
+      if p.poll() is None:
+        break
+      # The run finished before its moment came (a run can be faster than the reference): not a kill. Start
+      # over in a fresh workdir with a new moment drawn from the part of the run that did happen.
+      p.wait()
+      shutil.rmtree(w, ignore_errors=True)
+      os.remove(log)
+      if kind != "random" or redraws == 5:
+        raise SystemExit(f"trial {i}: the run finished before the kill ({kind}, {when})")
+      redraws += 1
+      when = float(rng.uniform(0.03, 0.97) * killed_at)
+    where = phase(w, log)
+    os.killpg(p.pid, signal.SIGKILL)
     p.wait()
     rerun_s = finish(w, log)
     diff = differences(ref, w)
     identical += not diff
     phases.append(where)
-    emit(trial=i, kind=kind, kill_at_s=round(killed_at, 2), phase=where, rerun_s=round(rerun_s, 1),
+    emit(trial=i, kind=kind, kill_at_s=round(killed_at, 2), redraws=redraws, phase=where, rerun_s=round(rerun_s, 1),
          identical=not diff, differences=diff[:10])
     shutil.rmtree(w, ignore_errors=True)
   emit(trials=len(trials), identical=identical, phases=sorted(set(phases)), reference_wall_s=round(wall, 1))
