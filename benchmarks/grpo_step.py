@@ -97,8 +97,8 @@ def run_trl(steps: int, hf_dir: str) -> dict:
   data = datasets.Dataset.from_list([{"prompt": COMPACT_FORMAT.format(question=p["question"])} for p in problems])
   lengths, times = [], []
 
-  def reward(completions, **_):
-    lengths.extend(len(tok(c, add_special_tokens=False)["input_ids"]) for c in completions)
+  def reward(completions, completion_ids, **_):
+    lengths.extend(len(ids) for ids in completion_ids)          # the sampled tokens, up to the stop token
     return [float(format_reward("<think>" + c)) for c in completions]
 
   class Clock(transformers.TrainerCallback):
