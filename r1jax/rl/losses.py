@@ -10,6 +10,15 @@ One function, `grpo_loss`, covers the published variants through string argument
   * KL            beta * KL(pi_theta || pi_ref) in the loss, estimator k1, k2 or k3 (Schulman 2020,
                   "Approximating KL divergence"); k3 is DeepSeekMath eq. 4 and R1's choice.
   * aggregation   how per-token losses become a scalar, see AGGREGATIONS.
+  * policy_loss   the surrogate, see POLICY_LOSSES: "clip" (above), or one of
+                  "cispo"  CISPO, MiniMax-M1 (arXiv 2506.13585): -sg(clip(ratio, 1-eps_low, 1+eps_high)) * A * logp,
+                           a REINFORCE step weighted by the clipped importance ratio; no token loses its gradient.
+                  "gmpo"   GMPO (arXiv 2507.20673): -A * geometric mean over the sequence of the token ratios, each
+                           log-ratio clipped pessimistically to [-eps_low, eps_high] (the paper: 0.4 both sides).
+                  "sapo"   SAPO (arXiv 2511.20347): -(4/tau) * sigmoid(tau * (ratio - 1)) * A, a soft gate instead of
+                           a hard clip, tau = sapo_tau_pos for A > 0 and sapo_tau_neg otherwise.
+  * unbiased KL   kl_estimator="k3_unbiased": the DeepSeek-V3.2 report (2025): k3 weighted by the importance
+                  ratio pi_theta / pi_old, whose gradient is unbiased when the samples come from pi_old.
 
 Shapes: S = B*G sequences, T completion time steps, V vocab. Padding positions
 (mask False) may hold any finite or non-finite garbage: every masked value is replaced with
@@ -32,6 +41,8 @@ from r1jax.model.transformer import token_logprobs as model_token_logprobs
 #                            length bias).
 AGGREGATIONS = ("seq_mean_token_mean", "token_mean", "seq_mean_token_sum_norm")
 RATIO_LEVELS = ("token", "sequence")
+POLICY_LOSSES = ("clip", "cispo", "gmpo", "sapo")
+UNBIASED_KL = "k3_unbiased"        # k3 x (pi_theta / pi_old): DeepSeek-V3.2's estimate, needs old_logp
 
 
 def _k1(log_r):
@@ -128,6 +139,9 @@ def grpo_loss(
     ratio_level: str = "token",
     max_len: int | None = None,
     clip_ratio_c: float | None = None,
+    policy_loss: str = "clip",
+    sapo_tau_pos: float = 1.0,
+    sapo_tau_neg: float = 1.05,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Clipped-surrogate GRPO loss plus beta * KL, with the DAPO / Dr.GRPO / GSPO variants.
 
@@ -159,6 +173,10 @@ def grpo_loss(
     ratio_level: "token" or "sequence" (GSPO).
     max_len: normaliser for aggregation="seq_mean_token_sum_norm".
     clip_ratio_c: dual-clip bound (> 1, verl uses 3.0); None disables it.
+    policy_loss: one of POLICY_LOSSES (see the module docstring); "cispo" and "gmpo" read their clip bounds
+      from epsilon_low / epsilon_high, "sapo" its temperatures from sapo_tau_pos / sapo_tau_neg.
+      ratio_level="sequence" and clip_ratio_c go with "clip" only.
+    sapo_tau_pos, sapo_tau_neg: SAPO's gate temperatures for positive / other advantages (> 0).
 
   Returns:
     (loss, metrics): loss f32[], and a dict of f32[] scalars, all masked to valid tokens:
@@ -180,10 +198,18 @@ def grpo_loss(
   for name, value in (("epsilon_low", epsilon_low), ("epsilon_high", epsilon_high), ("beta", beta)):
     if _is_concrete_number(value) and value < 0:
       raise ValueError(f"{name} must be >= 0, got {value}.")
-  if kl_estimator not in KL_ESTIMATORS:
-    raise ValueError(f"Unknown kl_estimator {kl_estimator!r}; valid: {sorted(KL_ESTIMATORS)}.")
+  if kl_estimator not in KL_ESTIMATORS and kl_estimator != UNBIASED_KL:
+    raise ValueError(f"Unknown kl_estimator {kl_estimator!r}; valid: {sorted(KL_ESTIMATORS) + [UNBIASED_KL]}.")
   if aggregation not in AGGREGATIONS:
     raise ValueError(f"Unknown aggregation {aggregation!r}; valid: {AGGREGATIONS}.")
+  if policy_loss not in POLICY_LOSSES:
+    raise ValueError(f"Unknown policy_loss {policy_loss!r}; valid: {POLICY_LOSSES}.")
+  if policy_loss != "clip" and (ratio_level != "token" or clip_ratio_c is not None):
+    raise ValueError(f"policy_loss={policy_loss!r} takes token ratios and no dual clip (ratio_level='token', "
+                     f"clip_ratio_c=None); got ratio_level={ratio_level!r}, clip_ratio_c={clip_ratio_c}.")
+  for name, value in (("sapo_tau_pos", sapo_tau_pos), ("sapo_tau_neg", sapo_tau_neg)):
+    if _is_concrete_number(value) and value <= 0:
+      raise ValueError(f"{name} must be > 0, got {value}.")
   if ratio_level not in RATIO_LEVELS:
     raise ValueError(f"Unknown ratio_level {ratio_level!r}; valid: {RATIO_LEVELS}.")
   if aggregation == "seq_mean_token_sum_norm" and (max_len is None or max_len <= 0):
@@ -220,21 +246,41 @@ def grpo_loss(
                     + masked_logp_st - jax.lax.stop_gradient(masked_logp_st))
   ratio_st = jnp.exp(log_ratio_st)
 
-  # --- Clipped surrogate (PPO, Schulman et al. 2017 eq. 7; GRPO keeps it per token).
   a_st = adv_s[:, None]
-  clipped_ratio_st = jnp.clip(ratio_st, 1.0 - epsilon_low, 1.0 + epsilon_high)
-  surrogate_st = jnp.minimum(ratio_st * a_st, clipped_ratio_st * a_st)
-  if clip_ratio_c is not None:
-    # Dual-clip: for A < 0 the unclipped ratio*A is unbounded below as ratio grows; bound the
-    # surrogate by c*A (verl compute_policy_loss, clip_ratio_c=3).
-    surrogate_st = jnp.where(a_st < 0, jnp.maximum(surrogate_st, clip_ratio_c * a_st), surrogate_st)
-  pg_loss_st = -surrogate_st
+  if policy_loss == "clip":
+    # --- Clipped surrogate (PPO, Schulman et al. 2017 eq. 7; GRPO keeps it per token).
+    clipped_ratio_st = jnp.clip(ratio_st, 1.0 - epsilon_low, 1.0 + epsilon_high)
+    surrogate_st = jnp.minimum(ratio_st * a_st, clipped_ratio_st * a_st)
+    if clip_ratio_c is not None:
+      # Dual-clip: for A < 0 the unclipped ratio*A is unbounded below as ratio grows; bound the
+      # surrogate by c*A (verl compute_policy_loss, clip_ratio_c=3).
+      surrogate_st = jnp.where(a_st < 0, jnp.maximum(surrogate_st, clip_ratio_c * a_st), surrogate_st)
+    pg_loss_st = -surrogate_st
+  elif policy_loss == "cispo":
+    # The clipped ratio is a constant weight on a REINFORCE term: its gradient is -w * A * grad logp.
+    weight_st = jax.lax.stop_gradient(jnp.clip(ratio_st, 1.0 - epsilon_low, 1.0 + epsilon_high))
+    pg_loss_st = -weight_st * a_st * jnp.where(valid_st, logp_st, 0.0)
+  elif policy_loss == "sapo":
+    tau_st = jnp.where(a_st > 0, sapo_tau_pos, sapo_tau_neg)
+    pg_loss_st = -(4.0 / tau_st) * jax.nn.sigmoid(tau_st * (ratio_st - 1.0)) * a_st
+  else:  # gmpo
+    # Pessimistic clip in log space: for A > 0 the smaller of log r and its clip, for A < 0 the larger.
+    sign_st = jnp.sign(a_st)
+    clipped_log_st = jnp.clip(log_ratio_st, -epsilon_low, epsilon_high)
+    log_st = sign_st * jnp.minimum(sign_st * log_ratio_st, sign_st * clipped_log_st)
+    seq_ratio_s = jnp.exp(jnp.where(valid_st, log_st, 0.0).sum(axis=-1) / jnp.maximum(n_s, 1))
+    # One loss per sequence, on each of its tokens: seq_mean_token_mean gives the paper's mean over sequences.
+    pg_loss_st = jnp.broadcast_to((-adv_s * seq_ratio_s)[:, None], logp_st.shape)
 
   # --- KL to the reference policy, in the loss (GRPO), not in the reward (PPO-RLHF).
   if ref_logp_st is not None:
     ref_logp_st = jax.lax.stop_gradient(ref_logp_st.astype(jnp.float32))
-    kl_st = kl_penalty(jnp.where(valid_st, logp_st, 0.0), jnp.where(valid_st, ref_logp_st, 0.0),
-                       kl_estimator)
+    if kl_estimator == UNBIASED_KL:
+      # ratio (with its gradient) x k3: E_old[ratio * grad k3-term] is the exact gradient of KL(pi_theta || ref).
+      kl_st = ratio_st * kl_penalty(jnp.where(valid_st, logp_st, 0.0), jnp.where(valid_st, ref_logp_st, 0.0), "k3")
+    else:
+      kl_st = kl_penalty(jnp.where(valid_st, logp_st, 0.0), jnp.where(valid_st, ref_logp_st, 0.0),
+                         kl_estimator)
   else:
     kl_st = jnp.zeros_like(logp_st)
 

@@ -35,7 +35,7 @@ from r1jax.model.config import ModelConfig
 from r1jax.model.runtime import Runtime
 from r1jax.model.transformer import sequence_logprobs
 from r1jax.rl.advantages import ADVANTAGE_ESTIMATORS, sharded_advantages
-from r1jax.rl.losses import AGGREGATIONS, KL_ESTIMATORS, grpo_loss
+from r1jax.rl.losses import AGGREGATIONS, KL_ESTIMATORS, POLICY_LOSSES, UNBIASED_KL, grpo_loss
 from r1jax.sharding.mesh import mesh_rules
 from r1jax.sharding.rules import get_rules
 from r1jax.train.losses import add_balance_loss
@@ -48,11 +48,14 @@ class GRPOConfig:
   epsilon_low: float = 0.2             # clip: ratio >= 1 - epsilon_low
   epsilon_high: float = 0.2            # clip: ratio <= 1 + epsilon_high (DAPO clip-higher: 0.28)
   beta: float = 0.04                   # KL coefficient (DeepSeekMath 0.04, R1 0.001); 0 skips the reference
-  kl_estimator: str = "k3"             # "k1" | "k2" | "k3"
+  kl_estimator: str = "k3"             # "k1" | "k2" | "k3" | "k3_unbiased" (DeepSeek-V3.2: k3 x pi/pi_old)
   aggregation: str = "seq_mean_token_mean"   # GRPO; "token_mean" (DAPO); "seq_mean_token_sum_norm" (Dr.GRPO)
   ratio_level: str = "token"           # "token" | "sequence" (GSPO)
   max_len: int | None = None           # Dr.GRPO normaliser (defaults to the completion length N)
   clip_ratio_c: float | None = None    # dual-clip bound for negative advantages
+  policy_loss: str = "clip"            # "clip" (PPO/GRPO) | "cispo" | "gmpo" | "sapo": r1jax.rl.losses
+  sapo_tau_pos: float = 1.0            # SAPO gate temperature, positive advantages
+  sapo_tau_neg: float = 1.05           # SAPO gate temperature, other advantages
   temperature: float = 1.0             # sampling temperature: log-probs are of the T-scaled policy
   num_iterations: int = 1              # mu: update epochs per rollout
   num_minibatches: int = 1             # minibatches per epoch
@@ -65,7 +68,13 @@ class GRPOConfig:
         ("epsilon_low", 0 <= self.epsilon_low < 1, "must be in [0, 1)"),
         ("epsilon_high", self.epsilon_high >= 0, "must be >= 0"),
         ("beta", self.beta >= 0, "must be >= 0"),
-        ("kl_estimator", self.kl_estimator in KL_ESTIMATORS, f"must be one of {tuple(KL_ESTIMATORS)}"),
+        ("kl_estimator", self.kl_estimator in (*KL_ESTIMATORS, UNBIASED_KL),
+         f"must be one of {(*KL_ESTIMATORS, UNBIASED_KL)}"),
+        ("policy_loss", self.policy_loss in POLICY_LOSSES, f"must be one of {POLICY_LOSSES}"),
+        ("policy_loss", self.policy_loss == "clip" or (self.ratio_level == "token" and self.clip_ratio_c is None),
+         "takes token ratios and no dual clip (ratio_level='token', clip_ratio_c=None)"),
+        ("sapo_tau_pos", self.sapo_tau_pos > 0, "must be > 0"),
+        ("sapo_tau_neg", self.sapo_tau_neg > 0, "must be > 0"),
         ("aggregation", self.aggregation in AGGREGATIONS, f"must be one of {tuple(AGGREGATIONS)}"),
         ("ratio_level", self.ratio_level in ("token", "sequence"), "must be 'token' or 'sequence'"),
         ("max_len", self.max_len is None or self.max_len >= 1, "must be None or >= 1"),
@@ -133,7 +142,8 @@ def grpo_objective(cfg: ModelConfig, rl: GRPOConfig, runtime: Runtime | None = N
         logp, batch["old_logp"], batch.get("ref_logp"), batch["advantages"], batch["completion_mask"],
         epsilon_low=rl.epsilon_low, epsilon_high=rl.epsilon_high, beta=rl.beta, kl_estimator=rl.kl_estimator,
         aggregation=rl.aggregation, ratio_level=rl.ratio_level, max_len=rl.max_len or n,
-        clip_ratio_c=rl.clip_ratio_c)
+        clip_ratio_c=rl.clip_ratio_c, policy_loss=rl.policy_loss, sapo_tau_pos=rl.sapo_tau_pos,
+        sapo_tau_neg=rl.sapo_tau_neg)
     loss, metrics = add_balance_loss(loss, metrics, aux, rl.balance_loss_coef)
     # What the loss is a mean over (for gradient accumulation): tokens for token_mean, else sequences.
     weight = metrics["num_tokens"] if rl.aggregation == "token_mean" else jnp.float32(batch["advantages"].shape[0])

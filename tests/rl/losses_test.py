@@ -274,3 +274,99 @@ def test_token_entropy():
   # Uniform over V has entropy log V.
   np.testing.assert_allclose(entropy_and_grad(jnp.zeros((2, 3, 5)), mask)[0], np.log(5),
                              rtol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------ newer policy losses
+def _np_new_losses(logp, old, ref, adv, mask, *, el, eh, policy, tau_pos=1.0, tau_neg=1.05):
+  """float64 references of the per-token losses and their gradients d loss_tok / d logp (closed form):
+  (loss_tok[S, T], grad_tok[S, T]); for GMPO the per-sequence loss broadcast and its gradient per token."""
+  logp, old, adv = (np.asarray(x, np.float64) for x in (logp, old, adv))
+  m = mask.astype(bool)
+  x = np.where(m, logp - old, 0.0)
+  r = np.exp(x)
+  a = adv[:, None]
+  if policy == "cispo":
+    w = np.clip(r, 1 - el, 1 + eh)
+    return -w * a * np.where(m, logp, 0.0), -w * a * np.ones_like(r)
+  if policy == "sapo":
+    tau = np.where(a > 0, tau_pos, tau_neg)
+    sig = 1 / (1 + np.exp(-tau * (r - 1)))
+    return -(4 / tau) * sig * a, -4 * sig * (1 - sig) * r * a
+  # gmpo: for A > 0 min(x, clip(x)), for A < 0 max(x, clip(x)); the gradient flows where x itself is chosen
+  c = np.clip(x, -el, eh)
+  chosen = np.where(a >= 0, np.minimum(x, c), np.maximum(x, c))
+  passes = np.where(a >= 0, x <= c, x >= c) & m
+  n = np.maximum(m.sum(1), 1)
+  rho = np.exp(np.where(m, chosen, 0.0).sum(1) / n)
+  loss_s = -adv * rho
+  return np.repeat(loss_s[:, None], T, 1), np.where(passes, (-adv * rho / n)[:, None], 0.0)
+
+
+@pytest.mark.parametrize("policy,agg", [("cispo", "token_mean"), ("sapo", "token_mean"),
+                                        ("sapo", "seq_mean_token_mean"), ("gmpo", "seq_mean_token_mean")])
+def test_new_policy_losses_match_numpy_values_and_gradients(policy, agg):
+  logp, old, ref, adv, mask = _inputs(3)
+  el, eh = (0.2, 0.28) if policy != "gmpo" else (0.4, 0.4)
+  loss_fn = lambda lp: losses.grpo_loss(lp, old, None, adv, mask, epsilon_low=el, epsilon_high=eh, beta=0.0,
+                                        aggregation=agg, policy_loss=policy)[0]
+  loss, grad = jax.value_and_grad(loss_fn)(jnp.asarray(logp))
+  tok, dtok = _np_new_losses(logp, old, ref, adv, mask, el=el, eh=eh, policy=policy)
+  m = mask.astype(bool)
+  n = m.sum(1)
+  if agg == "token_mean":
+    want, wgrad = np.where(m, tok, 0).sum() / m.sum(), np.where(m, dtok, 0) / m.sum()
+  elif policy == "gmpo":          # one loss per sequence: the mean over the S sequences (rows without tokens: 0)
+    want = np.mean([tok[i, 0] if n[i] else 0.0 for i in range(S)])
+    wgrad = np.where(m, dtok, 0) / S
+  else:
+    want = np.mean([np.where(m[i], tok[i], 0).sum() / n[i] if n[i] else 0.0 for i in range(S)])
+    wgrad = np.where(m, dtok / np.maximum(n, 1)[:, None], 0) / S
+  np.testing.assert_allclose(float(loss), want, rtol=2e-5, atol=1e-6)
+  np.testing.assert_allclose(np.asarray(grad), wgrad, rtol=2e-4, atol=1e-6)
+  if policy == "gmpo":   # the inputs clip some tokens: the test sees both branches
+    x = np.where(m, logp - old, 0.0)
+    assert ((np.abs(x) > 0.4) & m).any() and ((np.abs(x) < 0.4) & m).any()
+
+
+def test_sapo_and_cispo_at_ratio_one_give_the_policy_gradient():
+  """At ratio 1 SAPO's gate has slope 1 and CISPO's weight is 1: both gradients equal -A / N per token."""
+  logp, _, _, adv, mask = _inputs(4)
+  m = mask.astype(bool)
+  for policy in ("sapo", "cispo"):
+    g = jax.grad(lambda lp: losses.grpo_loss(lp, jnp.asarray(logp), None, adv, mask, beta=0.0, aggregation="token_mean",
+                                             policy_loss=policy)[0])(jnp.asarray(logp))
+    np.testing.assert_allclose(np.asarray(g), np.where(m, -adv[:, None] / m.sum(), 0), rtol=1e-5, atol=1e-7)
+
+
+def test_unbiased_kl_is_k3_times_the_ratio_with_the_exact_kl_gradient():
+  """kl_estimator="k3_unbiased": value ratio * k3 per token; gradient ratio * (logp - ref_logp), which under
+  samples from pi_old is the gradient of KL(pi_theta || pi_ref)."""
+  logp, old, ref, adv, mask = _inputs(5)
+  m = mask.astype(bool)
+  kl_fn = lambda lp: losses.grpo_loss(lp, old, ref, adv, mask, beta=1.0, kl_estimator="k3_unbiased",
+                                      aggregation="token_mean")[1]["kl"]
+  f64 = lambda x: np.asarray(x, np.float64)
+  r = np.exp(np.where(m, f64(logp) - f64(old), 0))
+  d = np.where(m, f64(ref) - f64(logp), 0)
+  np.testing.assert_allclose(float(kl_fn(jnp.asarray(logp))), np.where(m, r * (np.exp(d) - d - 1), 0).sum() / m.sum(),
+                             rtol=2e-5)
+  # the gradient of the loss's KL part (beta = 1, no policy term: A = 0)
+  g = jax.grad(lambda lp: losses.grpo_loss(lp, old, ref, np.zeros_like(adv), mask, beta=1.0,
+                                           kl_estimator="k3_unbiased", aggregation="token_mean")[0])(jnp.asarray(logp))
+  np.testing.assert_allclose(np.asarray(g), np.where(m, r * -d, 0) / m.sum(), rtol=2e-4, atol=1e-7)
+
+
+def test_new_policy_loss_arguments_are_checked():
+  logp, old, ref, adv, mask = _inputs(0)
+  with pytest.raises(ValueError, match="Unknown policy_loss 'ppo2'"):
+    losses.grpo_loss(logp, old, ref, adv, mask, policy_loss="ppo2")
+  with pytest.raises(ValueError, match="policy_loss='gmpo' takes token ratios"):
+    losses.grpo_loss(logp, old, ref, adv, mask, policy_loss="gmpo", ratio_level="sequence")
+  with pytest.raises(ValueError, match="sapo_tau_neg must be > 0"):
+    losses.grpo_loss(logp, old, ref, adv, mask, policy_loss="sapo", sapo_tau_neg=0.0)
+  from r1jax.rl import GRPOConfig
+  with pytest.raises(ValueError, match="GRPOConfig.policy_loss='cispo': takes token ratios"):
+    GRPOConfig(policy_loss="cispo", clip_ratio_c=3.0)
+  with pytest.raises(ValueError, match="GRPOConfig.kl_estimator='k4'"):
+    GRPOConfig(kl_estimator="k4")
+  assert GRPOConfig(policy_loss="sapo", kl_estimator="k3_unbiased").policy_loss == "sapo"

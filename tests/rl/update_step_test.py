@@ -117,3 +117,21 @@ def test_bad_grpo_config_names_field():
     GRPOConfig(kl_estimator="k4")
   with pytest.raises(ValueError, match="GRPOConfig.temperature=0"):
     GRPOConfig(temperature=0)
+
+
+@pytest.mark.parametrize("policy_loss,kl", [("cispo", "k3"), ("gmpo", "k3_unbiased"), ("sapo", "k3")])
+def test_every_policy_loss_trains_through_the_update(policy_loss, kl):
+  """GRPOConfig.policy_loss / kl_estimator reach the jitted update: two updates run, the first starts at
+  ratio 1 and the loss the update reports is the loss function's on the same batch."""
+  from r1jax.rl.losses import grpo_loss
+  rl = GRPOConfig(beta=0.04, policy_loss=policy_loss, kl_estimator=kl, epsilon_low=0.4, epsilon_high=0.4)
+  variables = init_variables(CFG, jax.random.key(0))
+  batch = _rollout(variables)
+  update = make_grpo_update(CFG, rl, TX)
+  state, m = update(create_train_state(variables, TX), batch)
+  want, _ = grpo_loss(batch["old_logp"], batch["old_logp"], batch["ref_logp"], batch["advantages"],
+                      batch["completion_mask"], epsilon_low=0.4, epsilon_high=0.4, beta=0.04, kl_estimator=kl,
+                      aggregation=rl.aggregation, max_len=N, policy_loss=policy_loss)
+  np.testing.assert_allclose(float(m["loss"]), float(want), rtol=1e-4, atol=1e-6)
+  state, m2 = update(state, batch)
+  assert np.isfinite(float(m2["loss"])) and float(m2["ratio_max"]) != 1.0
