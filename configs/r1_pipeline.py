@@ -71,7 +71,8 @@ def get_config(arg: str | None = None):
         advantage_estimator="grpo",        # r1jax.rl.advantages: grpo | batch_std | dr_grpo | rloo
         grpo=dict(epsilon_low=0.2, epsilon_high=0.28, beta=0.01, kl_estimator="k3", aggregation="token_mean",
                   temperature=1.0, num_iterations=2, num_minibatches=1, grad_accum_steps=1, router_bias_rate=0.0,
-                  policy_loss="clip", sapo_tau_pos=1.0, sapo_tau_neg=1.05),   # policy_loss: clip/cispo/gmpo/sapo
+                  policy_loss="clip", sapo_tau_pos=1.0, sapo_tau_neg=1.05,   # policy_loss: clip/cispo/gmpo/sapo
+                  rollout_is="off", rollout_is_cap=2.0),   # sampler/trainer IS correction: token_tis, sequence_mis, ...
         optim=dict(learning_rate=lr, warmup_steps=0, total_steps=steps, schedule="constant", clip_norm=1.0),
         runtime=runtime_fields())
 

@@ -54,7 +54,8 @@ def get_config(arg: str | None = None):
       max_refills=1, checkpoint_every=10, log_every=1, eval_every=0, input_shards=0, resume_override="",
       grpo=dict(epsilon_low=0.2, epsilon_high=0.28, beta=0.01, kl_estimator="k3", aggregation="token_mean",
                 temperature=1.0, num_iterations=2, num_minibatches=1, grad_accum_steps=1, router_bias_rate=0.0,
-                policy_loss="clip", sapo_tau_pos=1.0, sapo_tau_neg=1.05),   # policy_loss: clip/cispo/gmpo/sapo
+                policy_loss="clip", sapo_tau_pos=1.0, sapo_tau_neg=1.05,   # policy_loss: clip/cispo/gmpo/sapo
+                rollout_is="off", rollout_is_cap=2.0),   # sampler/trainer IS correction: token_tis, sequence_mis, ...
       optim=dict(learning_rate=2e-4, warmup_steps=0, total_steps=40, schedule="constant", clip_norm=1.0),
       eval=dict(num_examples=40 if runlocal else 400, batch_size=40 if runlocal else 100, max_prompt_len=24,
                 max_new_tokens=40, num_samples=4, temperature=1.0),

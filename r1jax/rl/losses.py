@@ -17,6 +17,10 @@ One function, `grpo_loss`, covers the published variants through string argument
                            log-ratio clipped pessimistically to [-eps_low, eps_high] (the paper: 0.4 both sides).
                   "sapo"   SAPO (arXiv 2511.20347): -(4/tau) * sigmoid(tau * (ratio - 1)) * A, a soft gate instead of
                            a hard clip, tau = sapo_tau_pos for A > 0 and sapo_tau_neg otherwise.
+  * rollout IS    `rollout_correction`: when the sampler's log-probs (the behaviour policy mu) and the trainer's
+                  (pi_old) differ, weights on the policy term: truncated IS, min(pi_old/mu, C) (Yao et al.
+                  2025, "Your efficient RL framework secretly brings you off-policy RL training"), or masked IS
+                  (tokens or sequences whose ratio leaves [1/C, C] get weight 0), per token or per sequence.
   * unbiased KL   kl_estimator="k3_unbiased": the DeepSeek-V3.2 report (2025): k3 weighted by the importance
                   ratio pi_theta / pi_old, whose gradient is unbiased when the samples come from pi_old.
 
@@ -42,6 +46,8 @@ from r1jax.model.transformer import token_logprobs as model_token_logprobs
 AGGREGATIONS = ("seq_mean_token_mean", "token_mean", "seq_mean_token_sum_norm")
 RATIO_LEVELS = ("token", "sequence")
 POLICY_LOSSES = ("clip", "cispo", "gmpo", "sapo")
+# Rollout importance-sampling corrections: "off", or "<token|sequence>_<tis|mis>" (truncated / masked IS).
+ROLLOUT_IS = ("off", "token_tis", "sequence_tis", "token_mis", "sequence_mis")
 UNBIASED_KL = "k3_unbiased"        # k3 x (pi_theta / pi_old): DeepSeek-V3.2's estimate, needs old_logp
 
 
@@ -124,6 +130,57 @@ def _masked_mean(x_st, valid_st):
   return jnp.where(valid_st, x_st, 0.0).sum() / jnp.maximum(valid_st.sum(), 1)
 
 
+def rollout_correction(old_logp_st: jax.Array, behav_logp_st: jax.Array, mask_st: jax.Array, *, mode: str,
+                       cap: float = 2.0) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Importance weights for the sampler/trainer mismatch, and the mismatch metrics.
+
+  rho = pi_old / mu = exp(old_logp - behav_logp) per token ("token_*") or exp(sum over the sequence's valid
+  tokens of old_logp - behav_logp) per sequence ("sequence_*", the weight broadcast to its tokens).
+    *_tis: weight = min(rho, cap)                          (truncated IS)
+    *_mis: weight = rho inside [1/cap, cap], else 0         (masked IS: those tokens / sequences are dropped)
+  The weights are constants (stop-gradient) that multiply the policy term of the loss.
+
+  Args:
+    old_logp_st: f32[S, T] the trainer's log-probs of the sampled tokens under the policy that sampled them.
+    behav_logp_st: f32[S, T] the sampler's log-probs of the same tokens.
+    mask_st: [S, T] valid completion tokens.
+    mode: one of ROLLOUT_IS other than "off".
+    cap: C > 1.
+
+  Returns:
+    (weights f32[S, T] (0 on padding), metrics): mismatch_abs_mean / mismatch_abs_max (|old - behav| over
+    valid tokens), mismatch_kl (mean k3 estimate of KL(mu || pi_old) on mu's samples), is_weight_mean (over
+    valid tokens), is_clipped_frac (fraction of valid tokens truncated or masked).
+  """
+  if mode not in ROLLOUT_IS or mode == "off":
+    raise ValueError(f"rollout_correction mode {mode!r}: must be one of {ROLLOUT_IS[1:]}.")
+  if _is_concrete_number(cap) and cap <= 1:
+    raise ValueError(f"rollout IS cap must be > 1, got {cap}.")
+  valid_st = mask_st.astype(bool)
+  diff_st = jnp.where(valid_st, old_logp_st.astype(jnp.float32) - behav_logp_st.astype(jnp.float32), 0.0)
+  diff_st = jax.lax.stop_gradient(diff_st)
+  level, kind = mode.split("_")
+  log_rho_st = diff_st if level == "token" else jnp.broadcast_to(diff_st.sum(-1, keepdims=True), diff_st.shape)
+  log_cap = jnp.log(jnp.float32(cap))
+  rho_st = jnp.exp(jnp.minimum(log_rho_st, 80.0))          # exp stays finite; weights are capped below anyway
+  if kind == "tis":
+    w_st = jnp.minimum(rho_st, cap)
+    clipped_st = log_rho_st > log_cap
+  else:
+    clipped_st = jnp.abs(log_rho_st) > log_cap
+    w_st = jnp.where(clipped_st, 0.0, rho_st)
+  w_st = jnp.where(valid_st, w_st, 0.0)
+  metrics = {
+      "mismatch_abs_mean": _masked_mean(jnp.abs(diff_st), valid_st),
+      "mismatch_abs_max": jnp.max(jnp.where(valid_st, jnp.abs(diff_st), 0.0)),
+      # samples from mu: E_mu[k3(log(pi_old/mu))] = KL(mu || pi_old)
+      "mismatch_kl": _masked_mean(jnp.expm1(diff_st) - diff_st, valid_st),
+      "is_weight_mean": _masked_mean(w_st, valid_st),
+      "is_clipped_frac": _masked_mean(clipped_st.astype(jnp.float32), valid_st),
+  }
+  return jax.lax.stop_gradient(w_st), metrics
+
+
 def grpo_loss(
     logp_st: jax.Array,
     old_logp_st: jax.Array,
@@ -142,6 +199,7 @@ def grpo_loss(
     policy_loss: str = "clip",
     sapo_tau_pos: float = 1.0,
     sapo_tau_neg: float = 1.05,
+    is_weights_st: jax.Array | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Clipped-surrogate GRPO loss plus beta * KL, with the DAPO / Dr.GRPO / GSPO variants.
 
@@ -177,6 +235,7 @@ def grpo_loss(
       from epsilon_low / epsilon_high, "sapo" its temperatures from sapo_tau_pos / sapo_tau_neg.
       ratio_level="sequence" and clip_ratio_c go with "clip" only.
     sapo_tau_pos, sapo_tau_neg: SAPO's gate temperatures for positive / other advantages (> 0).
+    is_weights_st: f32[S, T] constant weights on the per-token policy term (`rollout_correction`), or None.
 
   Returns:
     (loss, metrics): loss f32[], and a dict of f32[] scalars, all masked to valid tokens:
@@ -271,6 +330,9 @@ def grpo_loss(
     seq_ratio_s = jnp.exp(jnp.where(valid_st, log_st, 0.0).sum(axis=-1) / jnp.maximum(n_s, 1))
     # One loss per sequence, on each of its tokens: seq_mean_token_mean gives the paper's mean over sequences.
     pg_loss_st = jnp.broadcast_to((-adv_s * seq_ratio_s)[:, None], logp_st.shape)
+
+  if is_weights_st is not None:
+    pg_loss_st = jax.lax.stop_gradient(is_weights_st.astype(jnp.float32)) * pg_loss_st
 
   # --- KL to the reference policy, in the loss (GRPO), not in the reward (PPO-RLHF).
   if ref_logp_st is not None:

@@ -9,7 +9,9 @@ A GRPO batch is a dict of arrays, all sharded on the batch axis:
   tokens          int32[S, P + N]  left-padded prompt followed by the completion
   attention_mask  int32[S, P + N]  1 = real token (prompt padding and post-EOS tokens are 0)
   completion_mask int32[S, N]      1 = completion token the loss sees
-  old_logp        f32[S, N]        sampler log-probs (temperature-scaled policy)
+  old_logp        f32[S, N]        sampler log-probs (temperature-scaled policy); with grpo.rollout_is on, the
+                                   trainer's log-probs of the policy that sampled them
+  behav_logp      f32[S, N]        with grpo.rollout_is on: the sampler's log-probs (the behaviour policy)
   ref_logp        f32[S, N]        reference log-probs (only when beta > 0)
 and either
   rewards         f32[S]           each prompt's G samples contiguous: the update computes the group
@@ -35,7 +37,8 @@ from r1jax.model.config import ModelConfig
 from r1jax.model.runtime import Runtime
 from r1jax.model.transformer import sequence_logprobs
 from r1jax.rl.advantages import ADVANTAGE_ESTIMATORS, sharded_advantages
-from r1jax.rl.losses import AGGREGATIONS, KL_ESTIMATORS, POLICY_LOSSES, UNBIASED_KL, grpo_loss
+from r1jax.rl.losses import (AGGREGATIONS, KL_ESTIMATORS, POLICY_LOSSES, ROLLOUT_IS, UNBIASED_KL, grpo_loss,
+                             rollout_correction)
 from r1jax.sharding.mesh import mesh_rules
 from r1jax.sharding.rules import get_rules
 from r1jax.train.losses import add_balance_loss
@@ -56,6 +59,10 @@ class GRPOConfig:
   policy_loss: str = "clip"            # "clip" (PPO/GRPO) | "cispo" | "gmpo" | "sapo": r1jax.rl.losses
   sapo_tau_pos: float = 1.0            # SAPO gate temperature, positive advantages
   sapo_tau_neg: float = 1.05           # SAPO gate temperature, other advantages
+  # Sampler/trainer mismatch correction (r1jax.rl.losses.rollout_correction): "off" | "token_tis" |
+  # "sequence_tis" | "token_mis" | "sequence_mis"; the stage then recomputes the old policy's log-probs
+  rollout_is: str = "off"
+  rollout_is_cap: float = 2.0          # C: truncation / masking threshold
   temperature: float = 1.0             # sampling temperature: log-probs are of the T-scaled policy
   num_iterations: int = 1              # mu: update epochs per rollout
   num_minibatches: int = 1             # minibatches per epoch
@@ -75,6 +82,8 @@ class GRPOConfig:
          "takes token ratios and no dual clip (ratio_level='token', clip_ratio_c=None)"),
         ("sapo_tau_pos", self.sapo_tau_pos > 0, "must be > 0"),
         ("sapo_tau_neg", self.sapo_tau_neg > 0, "must be > 0"),
+        ("rollout_is", self.rollout_is in ROLLOUT_IS, f"must be one of {ROLLOUT_IS}"),
+        ("rollout_is_cap", self.rollout_is_cap > 1, "must be > 1"),
         ("aggregation", self.aggregation in AGGREGATIONS, f"must be one of {tuple(AGGREGATIONS)}"),
         ("ratio_level", self.ratio_level in ("token", "sequence"), "must be 'token' or 'sequence'"),
         ("max_len", self.max_len is None or self.max_len >= 1, "must be None or >= 1"),
@@ -91,7 +100,7 @@ class GRPOConfig:
         raise ValueError(f"GRPOConfig.{name}={getattr(self, name)!r}: {why}")
 
 
-ROW_KEYS = ("tokens", "attention_mask", "completion_mask", "old_logp", "ref_logp")
+ROW_KEYS = ("tokens", "attention_mask", "completion_mask", "old_logp", "ref_logp", "behav_logp")
 
 
 def _batch_axes(mesh, rules) -> tuple[str, ...]:
@@ -138,12 +147,19 @@ def grpo_objective(cfg: ModelConfig, rl: GRPOConfig, runtime: Runtime | None = N
     n = batch["completion_mask"].shape[1]
     logp, aux = sequence_logprobs(cfg, variables, batch["tokens"], batch["attention_mask"], n, rl.temperature,
                                   runtime=runtime)
+    is_weights, is_metrics = None, {}
+    if rl.rollout_is != "off":
+      if batch.get("behav_logp") is None:
+        raise ValueError(f"grpo.rollout_is={rl.rollout_is!r} needs the sampler's log-probs in batch['behav_logp']")
+      is_weights, is_metrics = rollout_correction(batch["old_logp"], batch["behav_logp"], batch["completion_mask"],
+                                                  mode=rl.rollout_is, cap=rl.rollout_is_cap)
     loss, metrics = grpo_loss(
         logp, batch["old_logp"], batch.get("ref_logp"), batch["advantages"], batch["completion_mask"],
         epsilon_low=rl.epsilon_low, epsilon_high=rl.epsilon_high, beta=rl.beta, kl_estimator=rl.kl_estimator,
         aggregation=rl.aggregation, ratio_level=rl.ratio_level, max_len=rl.max_len or n,
         clip_ratio_c=rl.clip_ratio_c, policy_loss=rl.policy_loss, sapo_tau_pos=rl.sapo_tau_pos,
-        sapo_tau_neg=rl.sapo_tau_neg)
+        sapo_tau_neg=rl.sapo_tau_neg, is_weights_st=is_weights)
+    metrics = {**metrics, **is_metrics}
     loss, metrics = add_balance_loss(loss, metrics, aux, rl.balance_loss_coef)
     # What the loss is a mean over (for gradient accumulation): tokens for token_mean, else sequences.
     weight = metrics["num_tokens"] if rl.aggregation == "token_mean" else jnp.float32(batch["advantages"].shape[0])

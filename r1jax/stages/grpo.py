@@ -5,6 +5,7 @@
 
 One step: B prompts from Grain -> sampler (prefill once, G samples each) -> decode -> rewards (Python)
 -> [dynamic sampling: drop zero-variance groups, refill, bounded] -> reference log-probs (beta > 0)
+-> [grpo.rollout_is on: the trainer's log-probs of the sampling policy, for the IS correction]
 -> mu epochs x minibatches of the jitted update, which computes the group advantages from the rewards
 on the devices that hold them -> metrics -> eval / checkpoint.
 The reference model is the initial policy, optionally reset to the current policy every N steps (R1).
@@ -264,6 +265,12 @@ def run_rl_stage(model_cfg: ModelConfig, sc: RLStageConfig, *, initial_variables
         train_batch["ref_logp"] = jax.block_until_ready(ref_logprobs(
             ref if ref is not None else state.base_variables(), train_batch["tokens"], train_batch["attention_mask"],
             sc.max_new_tokens))   # timed honestly
+      if sc.grpo.rollout_is != "off":
+        # The sampler's log-probs are the behaviour policy's; the trainer's own log-probs of the policy that
+        # sampled them become old_logp, and the update weights the policy term by their ratio.
+        train_batch["behav_logp"] = train_batch["old_logp"]
+        train_batch["old_logp"] = jax.block_until_ready(ref_logprobs(
+            state.variables(), train_batch["tokens"], train_batch["attention_mask"], sc.max_new_tokens))
       t_ref = time.time() - t1
       t2 = time.time()
       if n_keep > 0:
@@ -294,7 +301,9 @@ def run_rl_stage(model_cfg: ModelConfig, sc: RLStageConfig, *, initial_variables
           "time_step_s": time.time() - t0,
           **{k: v for k, v in upd.items() if k in ("loss", "pg_loss", "kl", "clip_frac_low", "clip_frac_high",
                                                    "entropy_proxy", "ratio_mean", "grad_norm",
-                                                   "expert_maxvio_mean", "expert_maxvio_max")},
+                                                   "expert_maxvio_mean", "expert_maxvio_max", "mismatch_abs_mean",
+                                                   "mismatch_abs_max", "mismatch_kl", "is_weight_mean",
+                                                   "is_clipped_frac")},
       }
       if step % sc.log_every == 0 or step == sc.num_steps:
         writer.write(step, m)

@@ -370,3 +370,48 @@ def test_new_policy_loss_arguments_are_checked():
   with pytest.raises(ValueError, match="GRPOConfig.kl_estimator='k4'"):
     GRPOConfig(kl_estimator="k4")
   assert GRPOConfig(policy_loss="sapo", kl_estimator="k3_unbiased").policy_loss == "sapo"
+
+
+# ------------------------------------------------------------------------------------------ rollout IS correction
+@pytest.mark.parametrize("mode", ["token_tis", "sequence_tis", "token_mis", "sequence_mis"])
+def test_rollout_correction_matches_numpy(mode):
+  logp, old, _, _, mask = _inputs(6)
+  behav = old - 0.4 * np.random.default_rng(1).normal(size=old.shape).astype(np.float32)   # some ratios past 2
+  cap = 1.5
+  w, met = losses.rollout_correction(jnp.asarray(old), jnp.asarray(behav), mask, mode=mode, cap=cap)
+  m = mask.astype(bool)
+  d = np.where(m, np.float64(old) - np.float64(behav), 0.0)
+  log_rho = d if mode.startswith("token") else np.repeat(d.sum(1, keepdims=True), T, 1)
+  rho = np.exp(log_rho)
+  if mode.endswith("tis"):
+    want, clipped = np.minimum(rho, cap), rho > cap
+  else:
+    clipped = (rho > cap) | (rho < 1 / cap)
+    want = np.where(clipped, 0.0, rho)
+  want = np.where(m, want, 0.0)
+  np.testing.assert_allclose(np.asarray(w), want, rtol=2e-5, atol=1e-7)
+  assert 0 < (clipped & m).sum() < m.sum()                       # both branches are exercised
+  np.testing.assert_allclose(float(met["is_clipped_frac"]), (clipped & m).sum() / m.sum(), rtol=1e-6)
+  np.testing.assert_allclose(float(met["mismatch_abs_mean"]), np.abs(d)[m].mean(), rtol=1e-5)
+  np.testing.assert_allclose(float(met["mismatch_abs_max"]), np.abs(d)[m].max(), rtol=1e-5)
+  np.testing.assert_allclose(float(met["mismatch_kl"]), (np.expm1(d) - d)[m].mean(), rtol=1e-4)
+  np.testing.assert_allclose(float(met["is_weight_mean"]), want[m].mean(), rtol=1e-5)
+
+
+def test_is_weights_scale_the_policy_term_only():
+  logp, old, ref, adv, mask = _inputs(7)
+  w = np.random.default_rng(2).uniform(0, 2, size=logp.shape).astype(np.float32)
+  kw = dict(beta=0.1, aggregation="token_mean", epsilon_low=0.2, epsilon_high=0.28)
+  _, plain = losses.grpo_loss(logp, old, ref, adv, mask, **kw)
+  loss, weighted = losses.grpo_loss(logp, old, ref, adv, mask, is_weights_st=w, **kw)
+  m = mask.astype(bool)
+  r = np.exp(np.where(m, np.float64(logp) - old, 0))
+  a = np.float64(adv)[:, None]
+  pg_tok = -np.minimum(r * a, np.clip(r, 0.8, 1.28) * a)
+  np.testing.assert_allclose(float(weighted["pg_loss"]), (w * pg_tok)[m].sum() / m.sum(), rtol=2e-5, atol=1e-7)
+  np.testing.assert_allclose(float(weighted["kl"]), float(plain["kl"]), rtol=1e-6)
+  np.testing.assert_allclose(float(loss), float(weighted["pg_loss"]) + 0.1 * float(weighted["kl"]), rtol=1e-5)
+  with pytest.raises(ValueError, match="rollout_correction mode 'off'"):
+    losses.rollout_correction(old, old, mask, mode="off")
+  with pytest.raises(ValueError, match="cap must be > 1"):
+    losses.rollout_correction(old, old, mask, mode="token_tis", cap=1.0)

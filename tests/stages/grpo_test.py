@@ -163,3 +163,19 @@ def test_config_validates_before_compilation(overrides, fragment):
   with pytest.raises(ConfigFieldError) as e:
     build(RLStageConfig, {"num_steps": 2, **overrides}, "config.rl")
   assert fragment in str(e.value)
+
+
+def test_rollout_is_correction_in_the_stage_logs_the_sampler_trainer_mismatch(tmp_path):
+  """grpo.rollout_is on: the stage recomputes the sampling policy's log-probs with the trainer's forward, and
+  the mismatch metrics land in metrics.jsonl. In float32 on one device the sampler's log-probs are the
+  model's: the mismatch is at float rounding and no token is truncated."""
+  from tests.stages import _grpo_setup as g
+  g.run(str(tmp_path), 2, grpo=dict(beta=0.04, num_iterations=2, num_minibatches=2, temperature=1.0,
+                                    rollout_is="token_tis", rollout_is_cap=2.0))
+  with open(tmp_path / "metrics.jsonl") as f:
+    recs = [json.loads(l) for l in f if l.strip()]
+  assert [r["step"] for r in recs] == [1, 2]
+  for r in recs:
+    assert 0.0 <= r["mismatch_abs_mean"] <= r["mismatch_abs_max"] <= 1e-5, r
+    assert abs(r["mismatch_kl"]) <= 1e-9 and r["is_clipped_frac"] == 0.0
+    assert abs(r["is_weight_mean"] - 1.0) <= 1e-5
