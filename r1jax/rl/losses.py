@@ -247,6 +247,8 @@ def grpo_loss(
         where dual-clip is active (A < 0, ratio > clip_ratio_c), 0 when disabled;
       ratio_mean, ratio_min, ratio_max: of the per-token ratio (1 when no valid token);
       ppo_kl: mean of old_logp - logp, a k1 estimate of KL(old || current);
+      logp_diff_abs_mean, logp_diff_abs_max, logp_diff_kl: of logp - old_logp (k3 estimate of KL(old ||
+        current) for the last); on the first update of a rollout, the sampler/trainer mismatch;
       entropy_proxy: mean of -logp, the sampled-token NLL. It estimates the policy entropy only
         when the tokens were sampled on-policy from the distribution logp scores; it is not the
         full-vocabulary entropy (see `token_entropy` for that);
@@ -376,6 +378,11 @@ def grpo_loss(
       "ratio_min": jnp.where(has_tokens, jnp.min(jnp.where(valid_st, ratio_sg, jnp.inf)), 1.0),
       "ratio_max": jnp.where(has_tokens, jnp.max(jnp.where(valid_st, ratio_sg, -jnp.inf)), 1.0),
       "ppo_kl": _masked_mean(old_logp_st - logp_sg, valid_st),
+      # |logp - old_logp| and a k3 estimate of KL(old || current) on old's samples. Before the first parameter
+      # update of a rollout this is the sampler/trainer mismatch, at no extra cost (r1jax.stages.grpo logs it).
+      "logp_diff_abs_mean": _masked_mean(jnp.abs(logp_sg - old_logp_st), valid_st),
+      "logp_diff_abs_max": jnp.max(jnp.where(valid_st, jnp.abs(logp_sg - old_logp_st), 0.0)),
+      "logp_diff_kl": _masked_mean(jnp.expm1(logp_sg - old_logp_st) - (logp_sg - old_logp_st), valid_st),
       "entropy_proxy": _masked_mean(-logp_sg, valid_st),
       "adv_mean": adv_s.mean(),
       "adv_std": adv_s.std(),

@@ -277,6 +277,10 @@ def run_rl_stage(model_cfg: ModelConfig, sc: RLStageConfig, *, initial_variables
         state, history = grpo_update_rollout(update, state, train_batch, sc.grpo,
                                              rng=np.random.default_rng([sc.seed, step]))
         upd = {k: float(np.mean([float(h[k]) for h in history])) for k in history[0]}
+        if sc.grpo.rollout_is == "off":
+          # The first update of the step runs before any parameter change: its logp - old_logp is the
+          # sampler/trainer mismatch on its rows (all rows with one minibatch), measured for free.
+          upd.update({f"mismatch_{k}": float(history[0][f"logp_diff_{k}"]) for k in ("abs_mean", "abs_max", "kl")})
       else:
         upd = {}
       t_update = time.time() - t2

@@ -415,3 +415,13 @@ def test_is_weights_scale_the_policy_term_only():
     losses.rollout_correction(old, old, mask, mode="off")
   with pytest.raises(ValueError, match="cap must be > 1"):
     losses.rollout_correction(old, old, mask, mode="token_tis", cap=1.0)
+
+
+def test_logp_diff_metrics_match_numpy():
+  logp, old, ref, adv, mask = _inputs(8)
+  _, met = losses.grpo_loss(logp, old, ref, adv, mask, beta=0.04)
+  m = mask.astype(bool)
+  d = (np.float64(logp) - old)[m]
+  np.testing.assert_allclose(float(met["logp_diff_abs_mean"]), np.abs(d).mean(), rtol=1e-5)
+  np.testing.assert_allclose(float(met["logp_diff_abs_max"]), np.abs(d).max(), rtol=1e-5)
+  np.testing.assert_allclose(float(met["logp_diff_kl"]), (np.expm1(d) - d).mean(), rtol=1e-4)

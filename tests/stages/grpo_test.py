@@ -165,17 +165,22 @@ def test_config_validates_before_compilation(overrides, fragment):
   assert fragment in str(e.value)
 
 
-def test_rollout_is_correction_in_the_stage_logs_the_sampler_trainer_mismatch(tmp_path):
+def test_the_stage_logs_the_sampler_trainer_mismatch_with_and_without_the_is_correction(tmp_path):
   """grpo.rollout_is on: the stage recomputes the sampling policy's log-probs with the trainer's forward, and
-  the mismatch metrics land in metrics.jsonl. In float32 on one device the sampler's log-probs are the
-  model's: the mismatch is at float rounding and no token is truncated."""
+  the mismatch metrics land in metrics.jsonl; off, the first update of each step measures the same mismatch on
+  its rows for free. In float32 on one device the sampler's log-probs are the model's: the mismatch is at
+  float rounding and no token is truncated."""
   from tests.stages import _grpo_setup as g
-  g.run(str(tmp_path), 2, grpo=dict(beta=0.04, num_iterations=2, num_minibatches=2, temperature=1.0,
-                                    rollout_is="token_tis", rollout_is_cap=2.0))
-  with open(tmp_path / "metrics.jsonl") as f:
-    recs = [json.loads(l) for l in f if l.strip()]
-  assert [r["step"] for r in recs] == [1, 2]
-  for r in recs:
-    assert 0.0 <= r["mismatch_abs_mean"] <= r["mismatch_abs_max"] <= 1e-5, r
-    assert abs(r["mismatch_kl"]) <= 1e-9 and r["is_clipped_frac"] == 0.0
-    assert abs(r["is_weight_mean"] - 1.0) <= 1e-5
+  for name, extra in (("is", dict(rollout_is="token_tis", rollout_is_cap=2.0)), ("off", {})):
+    g.run(str(tmp_path / name), 2, grpo=dict(beta=0.04, num_iterations=2, num_minibatches=2, temperature=1.0,
+                                             **extra))
+    with open(tmp_path / name / "metrics.jsonl") as f:
+      recs = [json.loads(l) for l in f if l.strip()]
+    assert [r["step"] for r in recs] == [1, 2]
+    for r in recs:
+      assert 0.0 <= r["mismatch_abs_mean"] <= r["mismatch_abs_max"] <= 1e-5, (name, r)
+      assert abs(r["mismatch_kl"]) <= 1e-9
+      if name == "is":
+        assert r["is_clipped_frac"] == 0.0 and abs(r["is_weight_mean"] - 1.0) <= 1e-5
+      else:
+        assert "is_weight_mean" not in r
