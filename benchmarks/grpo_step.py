@@ -78,8 +78,8 @@ def run_r1jax(steps: int, hf_dir: str | None = None) -> dict:
           "completions_per_s": round(PROMPTS * GROUP / step_s, 2),
           "generated_tokens_per_s": round(PROMPTS * GROUP * med("length") / step_s, 1),
           "mean_completion_tokens": round(med("length"), 1),
-          "share_rollout": round(med("time_rollout_s") / step_s, 3), "share_rewards": round(med("time_reward_s") / step_s, 3),
-          "share_reference": round(med("time_ref_s") / step_s, 3), "share_update": round(med("time_update_s") / step_s, 3)}
+          **{f"share_{name}": round(med(f"time_{k}_s") / step_s, 3)
+             for name, k in (("rollout", "rollout"), ("rewards", "reward"), ("reference", "ref"), ("update", "update"))}}
 
 
 def run_trl(steps: int, hf_dir: str) -> dict:

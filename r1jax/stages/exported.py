@@ -5,8 +5,8 @@ written atomically, with the stage's fingerprint in its metadata: r1jax.stages.f
 model exists with the same fingerprint (configs, data, tokenizer, and the starting and teacher weights by
 content) is finished and is not run again; with another fingerprint it raises FingerprintMismatch naming what
 changed (the R1 pipeline then moves the stage aside and runs it again). A stage that was killed resumes
-from its own Orbax checkpoints, which carry the fingerprint too. So any script, and the whole pipeline, can be killed at any moment
-and rerun with the same command. The standalone jobs (r1jax.stages.standalone) and the R1 pipeline
+from its own Orbax checkpoints, which carry the fingerprint too. So any script, and the whole pipeline, can be
+killed at any moment and rerun with the same command. The standalone jobs (r1jax.stages.standalone) and the R1 pipeline
 (r1jax.stages.pipeline) are built from these.
 """
 from __future__ import annotations

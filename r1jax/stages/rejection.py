@@ -35,7 +35,6 @@ byte for byte as an uninterrupted run. `out + ".stats.json"` marks the stage fin
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -54,7 +53,7 @@ from r1jax.data.templates import check_template, get_template, response_prefix
 from r1jax.model.transformer import place_variables
 from r1jax.sharding import distributed
 from r1jax.sampling.rollout import RewardScorer, RolloutSettings, check_reward_names, rollout
-from r1jax.stages.fingerprint import check, fingerprint, tokenizer_digest
+from r1jax.stages.fingerprint import check, fingerprint, records_digest, tokenizer_digest
 
 PREFER = ("shortest", "random")
 # The traces' file name inside a rejection-sampling directory (the pipeline's rs_* stages, the standalone
@@ -173,14 +172,6 @@ def read_traces(path: str | os.PathLike) -> list[dict]:
     source.close()
 
 
-def _fingerprint(examples: Sequence[Mapping[str, Any]]) -> str:
-  h = hashlib.sha256()
-  for ex in examples:
-    h.update(json.dumps(ex, sort_keys=True, default=str).encode())
-    h.update(b"\n")
-  return h.hexdigest()
-
-
 def _new_counters() -> dict:
   return {k: 0 for k in _COUNTERS}
 
@@ -231,7 +222,7 @@ def rejection_sample(model_cfg, variables, tokenizer, examples: Sequence[Mapping
   variables = place_variables(model_cfg, variables, mesh)
   stats_path, progress_path = out_path + ".stats.json", out_path + ".progress.json"
   ident = {"config": json.loads(json.dumps(dataclasses.asdict(rc))), "num_examples": len(examples),
-           "examples_sha256": _fingerprint(examples), "model": model_id, "tokenizer": tokenizer_digest(tokenizer)}
+           "examples_sha256": records_digest(examples), "model": model_id, "tokenizer": tokenizer_digest(tokenizer)}
 
   def check_same(saved: Mapping[str, Any], what: str) -> None:
     fp = lambda d: fingerprint({"": {k: d.get(k) for k in ident}}, {})
